@@ -1,0 +1,67 @@
+"""The ``liqrisk`` command: parses arguments, reads files, calls the library, writes results."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from liqrisk.features.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liqrisk", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay account snapshots through the liquidation engine (docs/liquidation-contract.md)",
+    )
+    replay.add_argument("--bars", type=Path, required=True, help="Parquet or CSV bars")
+    replay.add_argument("--instruments", type=Path, required=True, help="instruments JSON")
+    replay.add_argument("--accounts", type=Path, required=True, help="accounts JSONL, one a line")
+    replay.add_argument("--horizon", required=True, help="e.g. 90m, 24h, 7d")
+    replay.add_argument("--out", type=Path, required=True, help="outcomes CSV to write")
+
+    data = commands.add_parser("data", help="market data tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser("check", help="validate a bars file and print a report")
+    check.add_argument("file", type=Path, help="Parquet or CSV bars")
+    check.add_argument(
+        "--lenient",
+        action="store_true",
+        help="quarantine bad rows to a rejects file instead of stopping at the first problem",
+    )
+    check.add_argument("--rejects", type=Path, default=None, help="where lenient mode writes rejects")
+    check.add_argument(
+        "--instruments", type=Path, default=None, help="instruments JSON (which symbols allow prices <= 0)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "replay":
+            from liqrisk.pipelines.replay_cmd import replay_command
+
+            return replay_command(
+                bars=args.bars,
+                instruments=args.instruments,
+                accounts=args.accounts,
+                horizon=args.horizon,
+                out=args.out,
+            )
+        if args.command == "data" and args.data_command == "check":
+            from liqrisk.pipelines.data_check import data_check_command
+
+            return data_check_command(
+                args.file, lenient=args.lenient, rejects=args.rejects, instruments=args.instruments
+            )
+    except (InputError, FileNotFoundError) as exc:
+        print(f"liqrisk: error: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
