@@ -1,0 +1,87 @@
+"""Point-in-time daily volatility and traded notional: the inputs of the impact law.
+
+The contract fixes the window exactly: bars with ``ts >= as_of - 30 days`` and
+``ts + bar_length <= as_of``, grouped by the UTC date of ``ts``; a day's close is
+its last bar's close in the window. Nothing here sees a bar that completes after
+``as_of``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from liqrisk.features.market import US_PER_DAY, Market, search_blocks
+
+WINDOW_US = 30 * US_PER_DAY
+
+
+@dataclass(frozen=True)
+class ImpactInputs:
+    """Per (symbol, as_of): daily σ, daily traded notional, the last close and what went wrong.
+
+    ``problem`` is ``""`` where the inputs are defined, else the reason (the caller
+    adds the account and symbol). ``last`` is the flat index of the last bar complete
+    at or before as_of (``-1`` if none).
+    """
+
+    sigma_d: np.ndarray
+    notional_d: np.ndarray
+    has_volume: np.ndarray
+    last: np.ndarray
+    problem: np.ndarray
+
+
+def impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:
+    """σ_d, V_d (from volume; the caller falls back to ``depth_notional``) and the last close index."""
+    first = search_blocks(market, market.ts, sym, as_of_us - WINDOW_US, side="left")
+    end = search_blocks(market, market.done, sym, as_of_us, side="right")
+    start = market.start[sym]
+    last = np.where(end > start, end - 1, -1)
+    in_window = end > first
+    safe_last = np.where(in_window, end - 1, 0)
+    safe_first = np.where(in_window, first, 0)
+    n_days = np.where(in_window, market.day[safe_last] - market.day[safe_first] + 1, 0)
+
+    closes = _daily_closes(market, safe_first, safe_last, n_days)
+    non_positive = np.any(closes <= 0, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.diff(np.log(closes), axis=1)
+    enough = n_days >= 3
+    sigma = np.full(len(sym), np.nan)
+    ok = enough & ~non_positive
+    if ok.any():
+        sigma[ok] = np.nanstd(returns[ok], axis=1, ddof=1)
+
+    notional_sum = market.notional_cum[end] - market.notional_cum[first]
+    volume_bars = market.volume_bars_cum[end] - market.volume_bars_cum[first]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        notional_d = np.where(n_days > 0, notional_sum / np.maximum(n_days, 1), np.nan)
+
+    problem = np.full(len(sym), "", dtype=object)
+    problem[~enough] = [
+        f"insufficient history: {max(int(n) - 1, 0)} daily return(s) in the 30 days before as_of, 2 needed"
+        for n in n_days[~enough]
+    ]
+    problem[enough & non_positive] = "a daily close <= 0 in the 30 days before as_of leaves sigma_d undefined"
+    no_bar = market.bar_us[sym] <= 0
+    problem[no_bar] = "bar_length unknown (a single bar): give bar_length in the instruments file"
+    return ImpactInputs(
+        sigma_d=sigma, notional_d=notional_d, has_volume=volume_bars > 0, last=last, problem=problem
+    )
+
+
+def _daily_closes(market: Market, first: np.ndarray, last: np.ndarray, n_days: np.ndarray) -> np.ndarray:
+    """Rows of daily closes (NaN-padded on the right), the last day's close from the last bar in the window.
+
+    Days before the last are whole inside the window (bars are sorted), so their
+    close is the day's own last close.
+    """
+    width = int(n_days.max()) if len(n_days) else 0
+    offsets = np.arange(width)
+    day_index = market.day[first][:, None] + offsets[None, :]
+    valid = offsets[None, :] < n_days[:, None]
+    closes = np.where(valid, market.day_close[np.where(valid, day_index, 0)], np.nan)
+    has_days = n_days > 0
+    rows = np.flatnonzero(has_days)
+    closes[rows, n_days[rows] - 1] = market.close[last[rows]]
+    return closes

@@ -1,0 +1,508 @@
+"""The liquidation engine: replays account snapshots over the bars that follow them.
+
+Implements ``docs/liquidation-contract.md`` exactly, vectorised: every step works
+on numpy arrays over all accounts at once. The only Python loops run over time
+steps of the walk (24 for a day of hourly bars, whatever the number of
+accounts) and over symbols (for block searches), never per account per bar.
+
+A *unit* is what the contract replays as one account: a cross account, or one
+position of an isolated account. Units are walked together; isolated accounts
+are aggregated from their units at the end.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from liqrisk.features.instruments import Instrument
+from liqrisk.features.liquidity import impact_inputs
+from liqrisk.features.market import Market, search_blocks, to_us
+
+OUTCOME_COLUMNS = (
+    "status",
+    "liquidated",
+    "negative",
+    "shortfall",
+    "time_to_liquidation_s",
+    "trigger_ts",
+    "e_close",
+    "e_final",
+    "error",
+)
+POSITION_COLUMNS = (
+    "account",
+    "as_of",
+    "margin_mode",
+    "collateral",
+    "symbol",
+    "side",
+    "qty",
+    "entry_price",
+)
+_NEVER = np.iinfo(np.int64).max
+
+
+def replay(
+    market: Market,
+    instruments: Mapping[str, Instrument],
+    positions: pd.DataFrame,
+    *,
+    horizon: pd.Timedelta,
+) -> pd.DataFrame:
+    """Outcome of every account over ``horizon``, one row per account code.
+
+    Parameters
+    ----------
+    market : Market
+        The bars (``market_from_bars``), bar lengths resolved.
+    instruments : mapping of symbol to Instrument
+        Symbols missing here or in ``market`` are unknown: an error for their accounts.
+    positions : DataFrame
+        One row per position, the rows of an account together (``account``: any key):
+        ``account, as_of`` (datetime64 UTC), ``margin_mode`` (``cross``/``isolated``),
+        ``collateral`` (the account's for cross, the position's own for isolated),
+        ``symbol, side`` (+1/-1), ``qty, entry_price``.
+    horizon : Timedelta
+
+    Returns
+    -------
+    DataFrame indexed by the accounts of ``positions`` (in order) with ``OUTCOME_COLUMNS``: ``status`` is ``ok``,
+    ``in_liquidation`` or ``error``; outcome fields are NA where they don't apply.
+    """
+    codes, accounts = pd.factorize(positions["account"], sort=False)
+    book = _book(market, instruments, positions, codes)
+    units = _units(book)
+    walk = _walk(market, book, units, int(horizon // pd.Timedelta(microseconds=1)))
+    return _outcomes(market, book, units, walk, len(accounts)).set_index(pd.Index(accounts, name="account"))
+
+
+@dataclass
+class _Book:
+    """Per-position arrays, instrument parameters resolved and pre-walk checks done."""
+
+    account: np.ndarray
+    as_of: np.ndarray
+    isolated: np.ndarray
+    collateral: np.ndarray
+    sym: np.ndarray
+    side: np.ndarray
+    qty: np.ndarray
+    entry: np.ndarray
+    mmr: np.ndarray
+    amount: np.ndarray
+    taker_fee: np.ndarray
+    liquidation_fee: np.ndarray
+    latency: np.ndarray
+    slippage: np.ndarray
+    impact_coef: np.ndarray
+    sigma_d: np.ndarray
+    notional_d: np.ndarray
+    last_close: np.ndarray
+    error: np.ndarray
+
+
+def _book(
+    market: Market, instruments: Mapping[str, Instrument], positions: pd.DataFrame, account: np.ndarray
+) -> _Book:
+    n = len(positions)
+    symbol = positions["symbol"].astype(str)
+    sym = pd.Index(market.symbols).get_indexer(symbol).astype(np.int64)
+    known = symbol.isin(list(instruments)).to_numpy() & (sym >= 0)
+    symbol = symbol.to_numpy()
+    first_row = np.flatnonzero(np.r_[True, account[1:] != account[:-1]]) if n else np.zeros(0, np.int64)
+    index_in_account = np.arange(n) - np.repeat(first_row, np.diff(np.r_[first_row, n]))
+    error = np.full(n, "", dtype=object)
+    error[~known] = [
+        f"positions[{i}].symbol: unknown symbol {s!r}" for i, s in zip(index_in_account[~known], symbol[~known])
+    ]
+    sym = np.where(known, sym, 0)
+
+    params = _instrument_arrays(instruments, market, sym, known)
+    qty = positions["qty"].to_numpy(dtype=np.float64)
+    as_of = to_us(positions["as_of"])
+    inputs = impact_inputs(market, sym, as_of)
+    last_close = np.where(inputs.last >= 0, market.close[np.maximum(inputs.last, 0)], np.nan)
+
+    use_depth = ~inputs.has_volume
+    notional_d = np.where(use_depth, params.pop("depth"), inputs.notional_d)
+    problem = inputs.problem.copy()
+    problem[(problem == "") & ~np.isfinite(notional_d)] = (
+        "no liquidity: no bar in the 30 days before as_of has volume > 0 and the instrument has no depth_notional"
+    )
+    tier, mmr, amount, over_cap = _tiers(instruments, market, sym, known, qty * last_close)
+    problem[(problem == "") & over_cap] = "notional at as_of is above the last tier's notional_cap"
+    bad = known & (problem != "")
+    error[bad] = [
+        f"positions[{i}] ({market.symbols[s]}): {p}"
+        for i, s, p in zip(index_in_account[bad], sym[bad], problem[bad])
+    ]
+    return _Book(
+        account=account.astype(np.int64),
+        as_of=as_of,
+        isolated=(positions["margin_mode"] == "isolated").to_numpy(),
+        collateral=positions["collateral"].to_numpy(dtype=np.float64),
+        sym=sym,
+        side=positions["side"].to_numpy(dtype=np.float64),
+        qty=qty,
+        entry=positions["entry_price"].to_numpy(dtype=np.float64),
+        mmr=mmr,
+        amount=amount,
+        sigma_d=inputs.sigma_d,
+        notional_d=notional_d,
+        last_close=last_close,
+        error=error,
+        **params,
+    )
+
+
+def _instrument_arrays(
+    instruments: Mapping[str, Instrument], market: Market, sym: np.ndarray, known: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per-position copies of the scalar instrument parameters (by symbol code)."""
+    table = [instruments.get(s) for s in market.symbols]
+
+    def column(get, default: float) -> np.ndarray:
+        per_symbol = np.array([default if i is None else get(i) for i in table], dtype=np.float64)
+        return np.where(known, per_symbol[sym], default) if len(per_symbol) else np.zeros(len(sym))
+
+    return {
+        "taker_fee": column(lambda i: i.taker_fee, 0.0),
+        "liquidation_fee": column(lambda i: i.liquidation_fee, 0.0),
+        "latency": column(lambda i: i.latency_bars, 0.0).astype(np.int64),
+        "slippage": column(lambda i: i.slippage_to_extreme, 0.0),
+        "impact_coef": column(lambda i: i.impact_coef, 0.0),
+        "depth": column(lambda i: np.nan if i.depth_notional is None else i.depth_notional, np.nan),
+    }
+
+
+def _tiers(
+    instruments: Mapping[str, Instrument],
+    market: Market,
+    sym: np.ndarray,
+    known: np.ndarray,
+    notional: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tier by notional at as_of (first cap at or above it), kept for the whole horizon."""
+    tier = np.zeros(len(sym), dtype=np.int64)
+    mmr = np.zeros(len(sym))
+    amount = np.zeros(len(sym))
+    over = np.zeros(len(sym), dtype=bool)
+    for code in np.unique(sym[known]):
+        inst = instruments[market.symbols[code]]
+        rows = np.flatnonzero(known & (sym == code))
+        t = np.searchsorted(np.asarray(inst.tier_caps), notional[rows], side="left")
+        over[rows] = t >= len(inst.tier_caps)
+        t = np.minimum(t, len(inst.tier_caps) - 1)
+        tier[rows] = t
+        mmr[rows] = np.asarray(inst.tier_mmr)[t]
+        amount[rows] = np.asarray(inst.tier_amount)[t]
+    return tier, mmr, amount, over
+
+
+@dataclass
+class _Units:
+    """Positions grouped into replay units (a cross account, or one isolated position)."""
+
+    of_position: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+    account: np.ndarray
+    collateral: np.ndarray
+    as_of: np.ndarray
+
+
+def _units(book: _Book) -> _Units:
+    n = len(book.account)
+    new_unit = np.ones(n, dtype=bool)
+    if n:
+        new_unit[1:] = book.isolated[1:] | (book.account[1:] != book.account[:-1])
+    of_position = np.cumsum(new_unit) - 1
+    start = np.flatnonzero(new_unit)
+    count = np.diff(np.append(start, n))
+    return _Units(
+        of_position=of_position,
+        start=start,
+        count=count,
+        account=book.account[start],
+        collateral=book.collateral[start],
+        as_of=book.as_of[start],
+    )
+
+
+@dataclass
+class _Walk:
+    """What the walk found per unit, and per position the execution price."""
+
+    status: np.ndarray  # per unit: "error", "in_liquidation", "censored", "liquidated", "survived"
+    trigger_ts: np.ndarray  # per unit, int64 us (or _NEVER)
+    e_close: np.ndarray
+    e_final: np.ndarray
+    censored_position: np.ndarray  # per position: its symbol has no bar opening at or after as_of + H
+
+
+def _unit_sum(values: np.ndarray, units: _Units, rows: np.ndarray | None = None) -> np.ndarray:
+    """Sum per unit of per-position ``values`` (positions of the given unit rows, in order)."""
+    starts = units.start if rows is None else None
+    if rows is None:
+        return np.add.reduceat(values, starts) if len(values) else values
+    counts = units.count[rows]
+    if np.all(counts == 1):
+        return values
+    seg = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.add.reduceat(values, seg)
+
+
+def _positions_of(units: _Units, rows: np.ndarray) -> np.ndarray:
+    """Flat position indices of the given units, unit by unit."""
+    counts = units.count[rows]
+    if np.all(counts == 1):
+        return units.start[rows]
+    offsets = np.repeat(units.start[rows] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return offsets + np.arange(counts.sum())
+
+
+def _walk(market: Market, book: _Book, units: _Units, horizon_us: int) -> _Walk:
+    n_units = len(units.start)
+    status = np.full(n_units, "survived", dtype=object)
+    trigger_ts = np.full(n_units, _NEVER, dtype=np.int64)
+    e_close = np.full(n_units, np.nan)
+    e_final = np.full(n_units, np.nan)
+
+    has_error = _unit_sum((book.error != "").astype(np.int64), units) > 0
+    status[has_error] = "error"
+    last_close = np.where(np.isfinite(book.last_close), book.last_close, 0.0)
+    now = _unit_sum(_excess(book, last_close), units) + units.collateral
+    status[~has_error & (now <= 0)] = "in_liquidation"
+
+    start_us = book.as_of
+    end_us = book.as_of + horizon_us
+    block_stop = market.stop[book.sym]
+    first = search_blocks(market, market.ts, book.sym, start_us, side="left")
+    horizon_end = search_blocks(market, market.ts, book.sym, end_us, side="left")
+    censored_position = horizon_end >= block_stop  # no bar opening at or after as_of + H
+
+    walking = np.flatnonzero(status == "survived")
+    state = _Cursor(ptr=first.copy(), end=horizon_end)
+    trigger_step_ptr = None
+    triggered_units: list[np.ndarray] = []
+    execution = np.full(len(book.account), np.nan)
+    while walking.size:
+        pos = _positions_of(units, walking)
+        t_unit, at_bar = _step(market, book, units, state, walking, pos)
+        alive = t_unit < _NEVER
+        walking, pos, t_unit, at_bar = _keep_units(units, walking, pos, t_unit, at_bar, alive)
+        if not walking.size:
+            break
+        t_pos = np.repeat(t_unit, units.count[walking])
+        open_, extreme = _prices(market, book, state, pos, t_pos, at_bar)
+        g1 = _unit_sum(_excess(book, extreme, pos), units, walking) + units.collateral[walking]
+        hit = g1 <= 0
+        if hit.any():
+            hit_pos = np.repeat(hit, units.count[walking])
+            rows, p = walking[hit], pos[hit_pos]
+            g0 = _unit_sum(_excess(book, open_[hit_pos], p), units, rows) + units.collateral[rows]
+            g1h = g1[hit]
+            theta = np.where(g0 <= 0, 0.0, g0 / np.where(g0 <= 0, 1.0, g0 - g1h))
+            theta_p = np.repeat(theta, units.count[rows])
+            o, x = open_[hit_pos], extreme[hit_pos]
+            reference = o + theta_p * (x - o)
+            execution[p] = reference + book.slippage[p] * (x - reference)
+            trigger_ts[rows] = t_unit[hit]
+            status[rows] = "liquidated"
+            triggered_units.append(rows)
+        state.ptr[pos] += at_bar
+        walking = walking[~hit]
+
+    status[(status == "survived") & (_unit_sum(censored_position.astype(np.int64), units) > 0)] = "censored"
+    liquidated = np.flatnonzero(status == "liquidated")
+    late = liquidated[_unit_sum(book.latency.astype(np.float64), units)[liquidated] > 0]
+    if late.size:
+        _execute_late(market, book, units, state, late, execution)
+    if liquidated.size:
+        e_close[liquidated], e_final[liquidated] = _close(book, units, liquidated, execution)
+    return _Walk(
+        status=status,
+        trigger_ts=trigger_ts,
+        e_close=e_close,
+        e_final=e_final,
+        censored_position=censored_position,
+    )
+
+
+@dataclass
+class _Cursor:
+    """Per position: the next bar to walk (``ptr``) and the first bar not to walk (``end``)."""
+
+    ptr: np.ndarray
+    end: np.ndarray
+
+
+def _step(
+    market: Market, book: _Book, units: _Units, state: _Cursor, rows: np.ndarray, pos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The next time on each unit's walk timeline and which positions have a bar opening then.
+
+    The timeline is the union of the open times of the unit's symbols' bars.
+    ``_NEVER`` where the unit has no bar left to walk.
+    """
+    has_next = state.ptr[pos] < state.end[pos]
+    next_ts = np.where(has_next, market.ts[np.where(has_next, state.ptr[pos], 0)], _NEVER)
+    counts = units.count[rows]
+    if np.all(counts == 1):
+        t_unit = next_ts
+    else:
+        t_unit = np.minimum.reduceat(next_ts, np.concatenate([[0], np.cumsum(counts)[:-1]]))
+    at_bar = has_next & (next_ts == np.repeat(t_unit, counts))
+    return t_unit, at_bar
+
+
+def _keep_units(units, rows, pos, t_unit, at_bar, keep):
+    if keep.all():
+        return rows, pos, t_unit, at_bar
+    keep_pos = np.repeat(keep, units.count[rows])
+    return rows[keep], pos[keep_pos], t_unit[keep], at_bar[keep_pos]
+
+
+def _prices(
+    market: Market, book: _Book, state: _Cursor, pos: np.ndarray, t_pos: np.ndarray, at_bar: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Open and adverse extreme of each position at time ``t_pos``.
+
+    A symbol with no bar opening then is held at the close of its last bar
+    complete at or before that time: open and extreme alike.
+    """
+    bar = np.where(at_bar, state.ptr[pos], 0)
+    adverse = np.where(book.side[pos] > 0, market.low[bar], market.high[bar])
+    held = np.flatnonzero(~at_bar)
+    open_ = market.open[bar].copy()
+    extreme = adverse.copy()
+    if held.size:
+        price = market.close[_last_complete(market, state.ptr[pos[held]] - 1, book.sym[pos[held]], t_pos[held])]
+        open_[held] = price
+        extreme[held] = price
+    return open_, extreme
+
+
+def _last_complete(market: Market, candidate: np.ndarray, sym: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Step back from ``candidate`` (a bar opened before ``t``) to the last bar complete at ``t``."""
+    j = candidate.copy()
+    floor = market.start[sym]
+    while True:
+        back = (j >= floor) & (market.done[np.maximum(j, 0)] > t)
+        if not back.any():
+            return j
+        j[back] -= 1
+
+
+def _excess(book: _Book, price: np.ndarray, pos: np.ndarray | None = None) -> np.ndarray:
+    """Per position ``s·q·(P − e) − (m·q·P − a)``: its part of ``E − MM`` beyond collateral."""
+    p = slice(None) if pos is None else pos
+    s, q = book.side[p], book.qty[p]
+    return s * q * (price - book.entry[p]) - (book.mmr[p] * q * price - book.amount[p])
+
+
+def _execute_late(
+    market: Market, book: _Book, units: _Units, state: _Cursor, rows: np.ndarray, execution: np.ndarray
+) -> None:
+    """Positions with ``latency_bars = n > 0`` execute at the open of the n-th time after the trigger.
+
+    The walk goes on past the horizon; if the data ends first, the last close available.
+    """
+    pos_all = _positions_of(units, rows)
+    late = book.latency[pos_all] > 0
+    execution[pos_all[late]] = market.close[market.stop[book.sym[pos_all[late]]] - 1]
+    state.end[pos_all] = market.stop[book.sym[pos_all]]
+    for n in range(1, int(book.latency[pos_all].max()) + 1):
+        pos = _positions_of(units, rows)
+        t_unit, at_bar = _step(market, book, units, state, rows, pos)
+        rows, pos, t_unit, at_bar = _keep_units(units, rows, pos, t_unit, at_bar, t_unit < _NEVER)
+        if not rows.size:
+            return
+        t_pos = np.repeat(t_unit, units.count[rows])
+        due = book.latency[pos] == n
+        if due.any():
+            open_, _ = _prices(market, book, state, pos[due], t_pos[due], at_bar[due])
+            execution[pos[due]] = open_
+        state.ptr[pos] += at_bar
+
+
+def _close(book: _Book, units: _Units, rows: np.ndarray, execution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Impact, fees and the closing equity of liquidated units."""
+    p = _positions_of(units, rows)
+    x, s, q = execution[p], book.side[p], book.qty[p]
+    impact = np.minimum(1.0, book.impact_coef[p] * book.sigma_d[p] * np.sqrt(q * np.abs(x) / book.notional_d[p]))
+    fill = x - s * np.abs(x) * impact
+    e_close = (
+        units.collateral[rows]
+        + _unit_sum(s * q * (fill - book.entry[p]), units, rows)
+        - _unit_sum(book.taker_fee[p] * q * fill, units, rows)
+    )
+    fee = _unit_sum(book.liquidation_fee[p] * q * fill, units, rows)
+    return e_close, e_close - np.minimum(fee, np.maximum(e_close, 0.0))
+
+
+def _outcomes(market: Market, book: _Book, units: _Units, walk: _Walk, n_accounts: int) -> pd.DataFrame:
+    """Aggregate units to accounts (isolated: any/sum/earliest) in the contract's order of precedence."""
+    acct = units.account
+
+    def any_(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(acct, weights=mask.astype(np.float64), minlength=n_accounts) > 0
+
+    error = any_(walk.status == "error")
+    in_liq = any_(walk.status == "in_liquidation")
+    censored = any_(walk.status == "censored")
+    liq_units = walk.status == "liquidated"
+    liquidated = any_(liq_units)
+    e_close = np.bincount(acct, weights=np.where(liq_units, walk.e_close, 0.0), minlength=n_accounts)
+    e_final = np.bincount(acct, weights=np.where(liq_units, walk.e_final, 0.0), minlength=n_accounts)
+    shortfall = np.bincount(
+        acct, weights=np.where(liq_units, np.maximum(0.0, -np.nan_to_num(walk.e_close)), 0.0), minlength=n_accounts
+    )
+    trigger = np.full(n_accounts, _NEVER, dtype=np.int64)
+    np.minimum.at(trigger, acct, walk.trigger_ts)
+    as_of = np.zeros(n_accounts, dtype=np.int64)
+    as_of[acct] = units.as_of
+
+    messages = np.full(n_accounts, "", dtype=object)
+    for a, message in zip(book.account[book.error != ""], book.error[book.error != ""]):
+        if not messages[a]:
+            messages[a] = message
+    status = np.where(error, "error", np.where(in_liq, "in_liquidation", np.where(censored, "error", "ok")))
+    cens_rows = censored & ~error & ~in_liq
+    messages[cens_rows] = _censoring_messages(market, book, units, walk, cens_rows)
+
+    ok = status == "ok"
+    hit = ok & liquidated
+    out = pd.DataFrame(
+        {
+            "status": status,
+            "liquidated": pd.array(np.where(ok, liquidated, False), dtype="boolean"),
+            "negative": pd.array(hit & (shortfall > 0), dtype="boolean"),
+            "shortfall": np.where(ok, np.where(hit, shortfall, 0.0), np.nan),
+            "time_to_liquidation_s": np.where(hit, (trigger - as_of) / 1e6, np.nan),
+            "trigger_ts": pd.Series(np.where(hit, trigger, 0).astype("datetime64[us]"))
+            .dt.tz_localize("UTC")
+            .where(hit),
+            "e_close": np.where(hit, e_close, np.nan),
+            "e_final": np.where(hit, e_final, np.nan),
+            "error": messages,
+        }
+    )
+    out.loc[~ok, ["liquidated", "negative"]] = pd.NA
+    return out
+
+
+def _censoring_messages(
+    market: Market, book: _Book, units: _Units, walk: _Walk, accounts: np.ndarray
+) -> list[str]:
+    """"bars of SYMBOL end before the horizon", naming the first such symbol of each account."""
+    censored_unit = np.repeat(walk.status == "censored", units.count)
+    flagged = np.flatnonzero(censored_unit & walk.censored_position)
+    first = {}
+    for p in flagged:
+        first.setdefault(book.account[p], market.symbols[book.sym[p]])
+    return [
+        f"bars of {first[a]} end before the horizon: outcome unknown" for a in np.flatnonzero(accounts)
+    ]
