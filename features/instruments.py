@@ -25,12 +25,20 @@ KEYS = (
     "impact_coef",
     "depth_notional",
     "bar_length",
+    "negative_prices",
+    "contract_multiplier",
 )
 
 
 @dataclass(frozen=True)
 class Instrument:
     """Venue parameters of one symbol, as the liquidation contract names them.
+
+    Two keys extend the contract, and leave it exact when absent:
+    ``negative_prices`` says the instrument really traded at or below zero (WTI,
+    April 2020), so the data loader accepts such bars; ``contract_multiplier``
+    turns a volume counted in contracts into units (CME futures: V_d is then
+    ``Σ close·volume·multiplier``). Its default, 1, is the contract's formula.
 
     ``tier_caps`` ascend; the last may be ``inf`` (no cap). A flat ``mmr`` is one
     tier with amount 0.
@@ -48,6 +56,8 @@ class Instrument:
     impact_coef: float
     depth_notional: float | None = None
     bar_length: pd.Timedelta | None = None
+    negative_prices: bool = False
+    contract_multiplier: float = 1.0
 
 
 def instrument_from_dict(symbol: str, raw: Mapping[str, Any]) -> Instrument:
@@ -87,6 +97,10 @@ def instrument_from_dict(symbol: str, raw: Mapping[str, Any]) -> Instrument:
         bar_length=None
         if bar_length is None
         else parse_duration(bar_length, field=f"{where}: bar_length"),
+        negative_prices=_flag(merged.get("negative_prices", False), f"{where}: negative_prices"),
+        contract_multiplier=_number(
+            merged.get("contract_multiplier", 1.0), f"{where}: contract_multiplier", low=0.0, strict_low=True
+        ),
     )
 
 
@@ -128,6 +142,12 @@ def _number(
         raise InputError(f"{field} must be {'>' if strict_low else '>='} {low:g}, got {value!r}")
     if high is not None and (value > high or (strict_high and value == high)):
         raise InputError(f"{field} must be {'<' if strict_high else '<='} {high:g}, got {value!r}")
+    return value
+
+
+def _flag(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{field} must be true or false, got {value!r}")
     return value
 
 

@@ -126,7 +126,7 @@ def _book(
     last_close = np.where(inputs.last >= 0, market.close[np.maximum(inputs.last, 0)], np.nan)
 
     use_depth = ~inputs.has_volume
-    notional_d = np.where(use_depth, params.pop("depth"), inputs.notional_d)
+    notional_d = np.where(use_depth, params.pop("depth"), inputs.notional_d * params.pop("multiplier"))
     problem = inputs.problem.copy()
     problem[(problem == "") & ~np.isfinite(notional_d)] = (
         "no liquidity: no bar in the 30 days before as_of has volume > 0 and the instrument has no depth_notional"
@@ -174,6 +174,7 @@ def _instrument_arrays(
         "slippage": column(lambda i: i.slippage_to_extreme, 0.0),
         "impact_coef": column(lambda i: i.impact_coef, 0.0),
         "depth": column(lambda i: np.nan if i.depth_notional is None else i.depth_notional, np.nan),
+        "multiplier": column(lambda i: i.contract_multiplier, 1.0),
     }
 
 

@@ -130,7 +130,8 @@ def _position(raw: Any, where: str, mode: str, account_collateral: float | None)
     if not isinstance(raw["symbol"], str) or not raw["symbol"]:
         raise InputError(f"{where}.symbol must be a non-empty string, got {raw['symbol']!r}")
     side = raw["side"]
-    if isinstance(side, bool) or not isinstance(side, int) or side not in (1, -1):
+    # JSON has one number type; like JSON Schema's "integer", 1.0 counts as the integer 1.
+    if isinstance(side, bool) or not isinstance(side, int | float) or side not in (1, -1):
         raise InputError(f"{where}.side must be the integer 1 (long) or -1 (short), got {side!r}")
     qty = _number(raw["qty"], f"{where}.qty")
     entry = _number(raw["entry_price"], f"{where}.entry_price")
@@ -142,7 +143,7 @@ def _position(raw: Any, where: str, mode: str, account_collateral: float | None)
         collateral = _amount(raw["collateral"], f"{where}.collateral")
     else:
         collateral = account_collateral
-    return {"symbol": raw["symbol"], "side": side, "qty": qty, "entry_price": entry, "collateral": collateral}
+    return {"symbol": raw["symbol"], "side": int(side), "qty": qty, "entry_price": entry, "collateral": collateral}
 
 
 def _require(raw: dict[str, Any], key: str, prefix: str, why: str = "") -> None:
