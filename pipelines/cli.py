@@ -22,6 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--horizon", required=True, help="e.g. 90m, 24h, 7d")
     replay.add_argument("--out", type=Path, required=True, help="outcomes CSV to write")
 
+    run = commands.add_parser(
+        "run", help="the main job on the bundled data: validate every bars file, replay a seeded sample"
+    )
+    run.add_argument("--data", type=Path, default=Path("data"), help="folder of bars and instruments.json")
+    run.add_argument("--accounts", type=int, default=5000, help="accounts sampled per bars file")
+    run.add_argument("--seed", type=int, default=7)
+    run.add_argument("--horizon", default="24h")
+    run.add_argument("--out", type=Path, default=Path("runs/latest"))
+
     data = commands.add_parser("data", help="market data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="validate a bars file and print a report")
@@ -49,6 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 instruments=args.instruments,
                 accounts=args.accounts,
                 horizon=args.horizon,
+                out=args.out,
+            )
+        if args.command == "run":
+            from liqrisk.features.durations import parse_duration
+            from liqrisk.pipelines.run import run_command
+
+            return run_command(
+                data_dir=args.data,
+                n_accounts=args.accounts,
+                seed=args.seed,
+                horizon=parse_duration(args.horizon, field="--horizon"),
                 out=args.out,
             )
         if args.command == "data" and args.data_command == "check":
