@@ -59,7 +59,7 @@ def run_command(*, data_dir: Path, n_accounts: int, seed: int, horizon: pd.Timed
     table.to_parquet(out / "outcomes.parquet", index=False)
     summary = summarise(table)
     summary.to_csv(out / "summary.csv")
-    print(f"\nliqrisk run: seed {seed}, horizon {horizon}, {n_accounts} accounts per file")
+    print(f"\nliqrisk run: seed {seed}, horizon {_duration_text(horizon)}, {n_accounts} accounts per file")
     print(summary.to_string(float_format=lambda v: f"{v:,.4g}"))
     print(f"\nwrote {out / 'outcomes.parquet'} and {out / 'summary.csv'} in {time.perf_counter() - started:.1f}s")
     return 0
@@ -89,6 +89,14 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     summary["liquidated_rate"] = summary["liquidated"] / summary["ok"].replace(0, np.nan)
     summary["negative_rate"] = summary["negative"] / summary["ok"].replace(0, np.nan)
     return summary
+
+
+def _duration_text(value: pd.Timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _file_seed(seed: int, name: str) -> int:
