@@ -32,7 +32,22 @@ class ImpactInputs:
 
 
 def impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:
-    """σ_d, V_d (from volume; the caller falls back to ``depth_notional``) and the last close index."""
+    """σ_d, V_d (from volume; the caller falls back to ``depth_notional``) and the last close index.
+
+    Computed once per distinct (symbol, as_of): snapshots on a time grid share them.
+    """
+    if len(sym) == 0:
+        return _impact_inputs(market, sym, as_of_us)
+    order = np.lexsort((as_of_us, sym))
+    s, t = sym[order], as_of_us[order]
+    first_of_pair = np.r_[True, (s[1:] != s[:-1]) | (t[1:] != t[:-1])]
+    inverse = np.empty(len(sym), dtype=np.int64)
+    inverse[order] = np.cumsum(first_of_pair) - 1
+    distinct = _impact_inputs(market, s[first_of_pair], t[first_of_pair])
+    return ImpactInputs(**{name: getattr(distinct, name)[inverse] for name in ImpactInputs.__dataclass_fields__})
+
+
+def _impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:
     first = search_blocks(market, market.ts, sym, as_of_us - WINDOW_US, side="left")
     end = search_blocks(market, market.done, sym, as_of_us, side="right")
     start = market.start[sym]

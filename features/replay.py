@@ -107,10 +107,11 @@ def _book(
     market: Market, instruments: Mapping[str, Instrument], positions: pd.DataFrame, account: np.ndarray
 ) -> _Book:
     n = len(positions)
-    symbol = positions["symbol"].astype(str)
-    sym = pd.Index(market.symbols).get_indexer(symbol).astype(np.int64)
-    known = symbol.isin(list(instruments)).to_numpy() & (sym >= 0)
-    symbol = symbol.to_numpy()
+    codes, names = pd.factorize(positions["symbol"].astype(str))
+    names = names.to_numpy(dtype=object)
+    sym = pd.Index(market.symbols).get_indexer(names).astype(np.int64)[codes]
+    known = np.isin(names, list(instruments))[codes] & (sym >= 0)
+    symbol = names[codes]
     first_row = np.flatnonzero(np.r_[True, account[1:] != account[:-1]]) if n else np.zeros(0, np.int64)
     index_in_account = np.arange(n) - np.repeat(first_row, np.diff(np.r_[first_row, n]))
     error = np.full(n, "", dtype=object)

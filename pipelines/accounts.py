@@ -132,7 +132,7 @@ def _position(raw: Any, where: str, mode: str, account_collateral: float | None)
     side = raw["side"]
     # JSON has one number type; like JSON Schema's "integer", 1.0 counts as the integer 1.
     if isinstance(side, bool) or not isinstance(side, int | float) or side not in (1, -1):
-        raise InputError(f"{where}.side must be the integer 1 (long) or -1 (short), got {side!r}")
+        raise InputError(f"{where}.side must be 1 (long) or -1 (short), got {side!r}")
     qty = _number(raw["qty"], f"{where}.qty")
     entry = _number(raw["entry_price"], f"{where}.entry_price")
     for field, value in (("qty", qty), ("entry_price", entry)):

@@ -29,7 +29,7 @@ def test_sampler_is_reproducible_from_its_seed(btc_market):
 
 def test_sampler_leaves_history_before_and_the_horizon_after_as_of(btc_market):
     classes = {"BTCUSDT": "crypto", "ETHUSDT": "crypto"}
-    positions = sample_positions(btc_market, classes, n_accounts=2000, horizon=pd.Timedelta("7d"), seed=1)
+    positions = sample_positions(btc_market, classes, n_accounts=2000, horizon=pd.Timedelta("7D"), seed=1)
     first_bar = pd.Timestamp(btc_market.ts[btc_market.start.min()], unit="us", tz="UTC")
     last_bar = pd.Timestamp(btc_market.ts[btc_market.stop.max() - 1], unit="us", tz="UTC")
     assert (positions["as_of"] >= first_bar + pd.Timedelta("31D")).all()
