@@ -71,6 +71,16 @@ def tier_of(notional: ArrayLike, caps: ArrayLike) -> NDArray[np.intp]:
     return np.searchsorted(np.asarray(caps, dtype=float), np.asarray(notional), side="left")
 
 
+def replay_units(account: ArrayLike, isolated: ArrayLike) -> NDArray[np.intp]:
+    """Replay unit of each position: a cross account pools its positions, an isolated
+    account replays each position on its own. Rows of an account must be together."""
+    account, isolated = np.asarray(account), np.asarray(isolated, dtype=bool)
+    new_unit = np.ones(len(account), dtype=bool)
+    if len(account):
+        new_unit[1:] = isolated[1:] | (account[1:] != account[:-1])
+    return np.cumsum(new_unit) - 1
+
+
 def cross_sum(values: ArrayLike, account: ArrayLike, n_accounts: int) -> Float:
     """Sum per account of per-position values (``account`` holds 0-based account codes)."""
     return np.bincount(np.asarray(account), weights=np.asarray(values, dtype=float), minlength=n_accounts)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from liqrisk.features.instruments import Instrument
 from liqrisk.features.liquidity import impact_inputs
+from liqrisk.features.margin import replay_units
 from liqrisk.features.market import Market, search_blocks, to_us
 
 OUTCOME_COLUMNS = (
@@ -78,6 +79,30 @@ def replay(
     return _outcomes(market, book, units, walk, len(accounts)).set_index(pd.Index(accounts, name="account"))
 
 
+def position_state(market: Market, instruments: Mapping[str, Instrument], positions: pd.DataFrame) -> pd.DataFrame:
+    """What the engine knows of each position at as_of, aligned with ``positions``.
+
+    ``price`` (last close complete at or before as_of), the tier (``tier``, ``mmr``,
+    ``amount``), ``sigma_d`` and ``liquidity`` (V_d, or depth_notional) of the
+    contract's impact window, and ``error`` (``""`` where the position is replayable).
+    Features use these so that they see exactly what the engine sees.
+    """
+    codes, _ = pd.factorize(positions["account"], sort=False)
+    book = _book(market, instruments, positions, codes)
+    return pd.DataFrame(
+        {
+            "price": book.last_close,
+            "tier": book.tier,
+            "mmr": book.mmr,
+            "amount": book.amount,
+            "sigma_d": book.sigma_d,
+            "liquidity": book.notional_d,
+            "error": book.error,
+        },
+        index=positions.index,
+    )
+
+
 @dataclass
 class _Book:
     """Per-position arrays, instrument parameters resolved and pre-walk checks done."""
@@ -90,6 +115,7 @@ class _Book:
     side: np.ndarray
     qty: np.ndarray
     entry: np.ndarray
+    tier: np.ndarray
     mmr: np.ndarray
     amount: np.ndarray
     taker_fee: np.ndarray
@@ -148,6 +174,7 @@ def _book(
         side=positions["side"].to_numpy(dtype=np.float64),
         qty=qty,
         entry=positions["entry_price"].to_numpy(dtype=np.float64),
+        tier=tier,
         mmr=mmr,
         amount=amount,
         sigma_d=inputs.sigma_d,
@@ -216,13 +243,9 @@ class _Units:
 
 
 def _units(book: _Book) -> _Units:
-    n = len(book.account)
-    new_unit = np.ones(n, dtype=bool)
-    if n:
-        new_unit[1:] = book.isolated[1:] | (book.account[1:] != book.account[:-1])
-    of_position = np.cumsum(new_unit) - 1
-    start = np.flatnonzero(new_unit)
-    count = np.diff(np.append(start, n))
+    of_position = replay_units(book.account, book.isolated)
+    start = np.flatnonzero(np.diff(of_position, prepend=-1))
+    count = np.diff(np.append(start, len(of_position)))
     return _Units(
         of_position=of_position,
         start=start,
