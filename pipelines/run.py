@@ -42,6 +42,7 @@ def run_command(*, data_dir: Path, n_accounts: int, seed: int, horizon: pd.Timed
             n_accounts=n_accounts,
             horizon=horizon,
             seed=_file_seed(seed, path.name),
+            instruments=catalog.instruments,
         )
         outcomes = replay(market, catalog.instruments, positions, horizon=horizon)
         first = positions.groupby("account", sort=False).first()
