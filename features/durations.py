@@ -26,6 +26,18 @@ def parse_duration(text: str, *, field: str = "duration") -> pd.Timedelta:
     return pd.Timedelta(**{_UNITS[unit]: value}).as_unit("us")
 
 
+def format_duration(value: pd.Timedelta) -> str:
+    """The contract's notation for a duration (``7d``, ``90m``): the largest unit that divides it.
+
+    ``parse_duration(format_duration(d)) == d`` for every positive whole number of seconds.
+    """
+    us = int(pd.Timedelta(value) // pd.Timedelta(microseconds=1))
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if us and us % (size * 1_000_000) == 0:
+            return f"{us // (size * 1_000_000)}{unit}"
+    return str(value)
+
+
 def infer_bar_length(ts_us: np.ndarray) -> pd.Timedelta | None:
     """The most common step between consecutive bar opens; a tie goes to the smaller step.
 

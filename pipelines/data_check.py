@@ -183,7 +183,7 @@ def format_report(path: Path, load: BarsLoad, *, lenient: bool) -> str:
 
 
 def _symbol_lines(s: SymbolSummary) -> list[str]:
-    length = format_duration(s.bar_length) if s.bar_length is not None else "unknown (one bar)"
+    length = human_duration(s.bar_length) if s.bar_length is not None else "unknown (one bar)"
     lines = [
         f"{s.symbol}",
         f"  bars: {s.rows} from {s.first_ts:{_TS}} to {s.last_ts:{_TS}}, bar length {length}",
@@ -197,14 +197,14 @@ def _symbol_lines(s: SymbolSummary) -> list[str]:
     )
     g = s.largest_gap
     lines.append(
-        f"  largest gap: {format_duration(g['closed'])} closed from {g['closed_from']:{_TS}} "
+        f"  largest gap: {human_duration(g['closed'])} closed from {g['closed_from']:{_TS}} "
         f"to {g['closed_to']:{_TS}} ({g['kind']})"
     )
     if s.largest_jump is not None:
         j, (before, after) = s.largest_jump_gap, s.largest_jump_prices
         lines.append(
             f"  largest jump across a gap: {s.largest_jump:+.2%} at {j['closed_to']:{_TS}} "
-            f"(close {before:.10g} -> open {after:.10g}, after {format_duration(j['closed'])} "
+            f"(close {before:.10g} -> open {after:.10g}, after {human_duration(j['closed'])} "
             f"closed, {j['kind']})"
         )
     return lines
@@ -225,7 +225,7 @@ def _notes_lines(load: BarsLoad) -> list[str]:
     return ["notes:", *(f"  - {note}" for note in load.notes)]
 
 
-def format_duration(duration: pd.Timedelta) -> str:
+def human_duration(duration: pd.Timedelta) -> str:
     """Compact ``2d1h``, ``90m`` -> ``1h30m``, ``5m``, ``0s`` (units of the contract)."""
     seconds = int(pd.Timedelta(duration) // pd.Timedelta(seconds=1))
     sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)

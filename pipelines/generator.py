@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.special import ndtr, ndtri
 
-from liqrisk.features.durations import parse_duration
+from liqrisk.features.durations import format_duration, parse_duration
 from liqrisk.features.errors import InputError
 from liqrisk.features.instrument_defaults import ASSET_CLASSES
 from liqrisk.features.instruments import Instrument
@@ -326,8 +326,8 @@ class GeneratorConfig:
         """Plain values that ``from_dict`` reads back to an equal config (for data cards and hashes)."""
         return {
             "classes": {name: _mix_dict(mix) for name, mix in sorted(self.classes.items())},
-            "horizon": _duration_text(self.horizon),
-            "warmup": _duration_text(self.warmup),
+            "horizon": format_duration(self.horizon),
+            "warmup": format_duration(self.warmup),
             "initial_to_maintenance": self.initial_to_maintenance,
             "event_share": self.event_share,
             "events": [
@@ -338,8 +338,8 @@ class GeneratorConfig:
                 }
                 for e in self.events
             ],
-            "event_before": _duration_text(self.event_before),
-            "event_after": _duration_text(self.event_after),
+            "event_before": format_duration(self.event_before),
+            "event_after": format_duration(self.event_after),
             "survivors_only": self.survivors_only,
             "max_redraws": self.max_redraws,
             "quote_currencies": dict(sorted(self.quote_currencies.items())),
@@ -425,18 +425,6 @@ def _event(raw: Any, i: int) -> Event:
     return Event(raw["name"], ts("start"), ts("end") if raw.get("end") is not None else None)
 
 
-def _duration_text(value: pd.Timedelta) -> str:
-    us = int(value // pd.Timedelta(microseconds=1))
-    for unit, size in (
-        ("w", 604_800_000_000),
-        ("d", 86_400_000_000),
-        ("h", US_PER_HOUR),
-        ("m", 60_000_000),
-        ("s", 1_000_000),
-    ):
-        if us and us % size == 0:
-            return f"{us // size}{unit}"
-    return str(value)
 
 
 def _iso(t: pd.Timestamp) -> str:

@@ -6,16 +6,17 @@ foundation end to end and prints what happened per file and asset class.
 
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from liqrisk.features.durations import format_duration
 from liqrisk.features.market import market_from_bars
 from liqrisk.features.replay import replay
 from liqrisk.pipelines.bars import read_bars
+from liqrisk.pipelines.build import file_seed
 from liqrisk.pipelines.instruments_file import read_instruments
 from liqrisk.pipelines.replay_cmd import bar_lengths_of
 from liqrisk.pipelines.synthetic import sample_positions
@@ -41,7 +42,7 @@ def run_command(*, data_dir: Path, n_accounts: int, seed: int, horizon: pd.Timed
             asset_class,
             n_accounts=n_accounts,
             horizon=horizon,
-            seed=_file_seed(seed, path.name),
+            seed=file_seed(seed, path.name),
             instruments=catalog.instruments,
         )
         outcomes = replay(market, catalog.instruments, positions, horizon=horizon)
@@ -60,7 +61,7 @@ def run_command(*, data_dir: Path, n_accounts: int, seed: int, horizon: pd.Timed
     table.to_parquet(out / "outcomes.parquet", index=False)
     summary = summarise(table)
     summary.to_csv(out / "summary.csv")
-    print(f"\nliqrisk run: seed {seed}, horizon {_duration_text(horizon)}, {n_accounts} accounts per file")
+    print(f"\nliqrisk run: seed {seed}, horizon {format_duration(horizon)}, {n_accounts} accounts per file")
     print(summary.to_string(float_format=lambda v: f"{v:,.4g}"))
     print(f"\nwrote {out / 'outcomes.parquet'} and {out / 'summary.csv'} in {time.perf_counter() - started:.1f}s")
     return 0
@@ -90,16 +91,3 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     summary["liquidated_rate"] = summary["liquidated"] / summary["ok"].replace(0, np.nan)
     summary["negative_rate"] = summary["negative"] / summary["ok"].replace(0, np.nan)
     return summary
-
-
-def _duration_text(value: pd.Timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _file_seed(seed: int, name: str) -> int:
-    """One reproducible stream per file, stable whatever other files are present."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
