@@ -14,6 +14,7 @@ over asset classes, symbols, events and redraw rounds, never over accounts.
 """
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
@@ -474,6 +475,11 @@ def leverage_cap(
         return np.minimum(
             max_leverage, 1.0 / (initial_to_maintenance * np.asarray(mmr, dtype=np.float64))
         )
+
+
+def file_seed(seed: int, name: str) -> int:
+    """One reproducible stream per bars file, stable whatever other files are built."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
 
 
 def generate_accounts(

@@ -16,7 +16,7 @@ from liqrisk.features.durations import format_duration
 from liqrisk.features.market import market_from_bars
 from liqrisk.features.replay import replay
 from liqrisk.pipelines.bars import read_bars
-from liqrisk.pipelines.build import file_seed
+from liqrisk.pipelines.generator import file_seed
 from liqrisk.pipelines.instruments_file import read_instruments
 from liqrisk.pipelines.replay_cmd import bar_lengths_of
 from liqrisk.pipelines.synthetic import sample_positions
