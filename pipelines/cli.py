@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--horizon", default="24h")
     run.add_argument("--out", type=Path, default=Path("runs/latest"))
 
+    build = commands.add_parser(
+        "build", help="build the training set: accounts, point-in-time features, labels, data card"
+    )
+    build.add_argument("--config", type=Path, default=None, help="TOML build config (defaults when left out)")
+    build.add_argument("--out", type=Path, default=None, help="output folder (overrides the config)")
+    build.add_argument("--scheduler", choices=("local", "dask"), default=None, help="overrides the config")
+    build.add_argument("--seed", type=int, default=None, help="overrides the config")
+
     data = commands.add_parser("data", help="market data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="validate a bars file and print a report")
@@ -71,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 horizon=parse_duration(args.horizon, field="--horizon"),
                 out=args.out,
             )
+        if args.command == "build":
+            from liqrisk.pipelines.build import build_command
+
+            return build_command(args.config, out=args.out, scheduler=args.scheduler, seed=args.seed)
         if args.command == "data" and args.data_command == "check":
             from liqrisk.pipelines.data_check import data_check_command
 
