@@ -23,12 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", type=Path, required=True, help="outcomes CSV to write")
 
     run = commands.add_parser(
-        "run", help="the main job on the bundled data: validate every bars file, replay a seeded sample"
+        "run", help="the main job on the bundled data: validate every bars file, build the training set"
     )
     run.add_argument("--data", type=Path, default=Path("data"), help="folder of bars and instruments.json")
-    run.add_argument("--accounts", type=int, default=5000, help="accounts sampled per bars file")
+    run.add_argument("--accounts", type=int, default=20_000, help="accounts generated per bars file")
     run.add_argument("--seed", type=int, default=7)
-    run.add_argument("--horizon", default="24h")
+    run.add_argument("--config", type=Path, default=None, help="TOML build config (defaults when left out)")
     run.add_argument("--out", type=Path, default=Path("runs/latest"))
 
     build = commands.add_parser(
@@ -69,15 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=args.out,
             )
         if args.command == "run":
-            from liqrisk.features.durations import parse_duration
             from liqrisk.pipelines.run import run_command
 
             return run_command(
-                data_dir=args.data,
-                n_accounts=args.accounts,
-                seed=args.seed,
-                horizon=parse_duration(args.horizon, field="--horizon"),
-                out=args.out,
+                data_dir=args.data, n_accounts=args.accounts, seed=args.seed, out=args.out, config=args.config
             )
         if args.command == "build":
             from liqrisk.pipelines.build import build_command
