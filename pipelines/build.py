@@ -146,39 +146,42 @@ def build_dataset(config: BuildConfig) -> Dataset:
     bar_lengths = bar_lengths_of(catalog)
     generator = GeneratorConfig.from_dict(config.generator_dict())
     user = read_snapshots(Path(config.accounts)) if config.accounts != "synthetic" else None
-    tables, excluded = [], []
+    markets, excluded = [], []
     assigned: set[int] = set()
     with make_executor(config.scheduler, n_workers=config.workers) as executor:
-        for path in tqdm(config.bars_files(), desc="build", unit="file", file=sys.stderr):
+        for path in tqdm(config.bars_files(), desc="read + accounts", unit="file", file=sys.stderr):
             bars = read_bars(path, negative_ok=negative_ok).bars
             market = market_from_bars(bars, bar_lengths)
             if user is None:
-                positions = generate_accounts(
-                    market, instruments, generator, n_accounts=config.accounts_per_file, seed=file_seed(config.seed, path.name)
-                )
+                seed = file_seed(config.seed, path.name)
+                positions = generate_accounts(market, instruments, generator, n_accounts=config.accounts_per_file, seed=seed)
             else:
                 positions = _user_positions(user, market.symbols, done=assigned)
                 assigned.update(positions["account"].unique().tolist())
-            if positions.empty:
-                continue
-            positions = _in_time_order(positions)
-            shared = executor.put(bars)
-            keys = anchor_keys(positions)
-            parts = list(chunks(len(keys), config.partition_size))
-            features = executor.map(
-                file_features, [(shared, bar_lengths, keys)], desc=f"features {path.name}"
-            )[0]
-            labelled = executor.map(
-                partition_rows,
-                [(shared, bar_lengths, instruments, _rows_of(positions, keys.index[p]), config.horizons) for p in parts],
-                desc=f"labels {path.name}",
-            )
-            rows = pd.concat(labelled).join(features).join(keys[["symbol"]])
-            rows.insert(0, "file", path.name)
-            rows["asset_class"] = rows["symbol"].map({s: i.asset_class for s, i in instruments.items()})
-            keep = rows["status"] == "ok"
-            tables.append(rows.loc[keep].drop(columns=["status", "reason"]))
-            excluded.append(rows.loc[~keep, ["file", "account_id", "as_of", "status", "reason"]])
+            if not positions.empty:
+                positions = _in_time_order(positions)
+                markets.append((path.name, executor.put(bars), positions, anchor_keys(positions)))
+        timings = {"read_and_accounts": time.perf_counter() - started}
+        # every file's partitions go out at once, so all workers stay busy
+        features = executor.map(file_features, [(bars, bar_lengths, keys) for _, bars, _, keys in markets], desc="features")
+        calls, owner = [], []
+        for m, (_, bars, positions, keys) in enumerate(markets):
+            for part in chunks(len(keys), config.partition_size):
+                calls.append((bars, bar_lengths, instruments, _rows_of(positions, keys.index[part]), config.horizons))
+                owner.append(m)
+        timings["features"] = time.perf_counter() - started - sum(timings.values())
+        labelled = executor.map(partition_rows, calls, desc="labels")
+        timings["labels"] = time.perf_counter() - started - sum(timings.values())
+    tables = []
+    asset_class = {s: i.asset_class for s, i in instruments.items()}
+    for m, (name, _, _, keys) in enumerate(markets):
+        parts = [rows for rows, o in zip(labelled, owner) if o == m]
+        rows = pd.concat(parts).join(features[m]).join(keys[["symbol"]])
+        rows.insert(0, "file", name)
+        rows["asset_class"] = rows["symbol"].map(asset_class)
+        keep = rows["status"] == "ok"
+        tables.append(rows.loc[keep].drop(columns=["status", "reason"]))
+        excluded.append(rows.loc[~keep, ["file", "account_id", "as_of", "status", "reason"]])
     if user is not None:
         excluded.append(_user_rejects(user, assigned))
     table = _order_columns(pd.concat(tables, ignore_index=True), config.horizons)
@@ -187,7 +190,9 @@ def build_dataset(config: BuildConfig) -> Dataset:
         if excluded
         else pd.DataFrame(columns=["file", "account_id", "as_of", "status", "reason"])
     )
+    timings["assemble"] = time.perf_counter() - started - sum(timings.values())
     card = data_card(table, excluded_table, config, generator, seconds=time.perf_counter() - started)
+    card["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     return Dataset(table=table, excluded=excluded_table, card=card)
 
 

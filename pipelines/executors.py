@@ -43,9 +43,15 @@ class DaskExecutor(AbstractContextManager):
             self._cluster = None
             self.client = Client(address)
         else:
-            self._cluster = LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
+            import dask
+
+            # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which hands every large
+            # numpy temporary back to the OS: measured here, the feature build ran 2-3x slower
+            # on a worker than in this process. 128 MiB keeps memory returned, not churned.
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 2**27}):
+                self._cluster = LocalCluster(
+                    n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
             self.client = Client(self._cluster)
 
     def put(self, value: Any) -> Any:

@@ -6,19 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-OUTCOMES_HEADER = (
-    "account_id",
-    "as_of",
-    "status",
-    "liquidated",
-    "negative",
-    "shortfall",
-    "time_to_liquidation_s",
-    "trigger_ts",
-    "e_close",
-    "e_final",
-    "error",
-)
+from liqrisk.features.replay import OUTCOME_COLUMNS
+
+OUTCOMES_HEADER = ("account_id", "as_of", *OUTCOME_COLUMNS)
 
 
 def write_outcomes(outcomes: pd.DataFrame, path: Path) -> None:

@@ -142,3 +142,10 @@ def test_build_command_writes_dataset_and_card(tmp_path, capsys):
     assert card["rows"] == len(table) > 0
     assert "below zero within 7d" in capsys.readouterr().out
     assert (tmp_path / "out" / "data_card.md").read_text().startswith("# Data card")
+
+
+def test_example_config_in_docs_parses_and_unknown_keys_are_named():
+    config = BuildConfig.from_toml(Path(__file__).resolve().parents[2] / "docs" / "build.toml")
+    assert config.horizons == ("1h", "24h", "7d")
+    with pytest.raises(ValueError, match="horizon_list"):
+        BuildConfig.from_dict({"horizon_list": ["1h"]})
