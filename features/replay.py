@@ -310,8 +310,6 @@ def _walk(market: Market, book: _Book, units: _Units, horizon_us: int) -> _Walk:
 
     walking = np.flatnonzero(status == "survived")
     state = _Cursor(ptr=first.copy(), end=horizon_end)
-    trigger_step_ptr = None
-    triggered_units: list[np.ndarray] = []
     execution = np.full(len(book.account), np.nan)
     while walking.size:
         pos = _positions_of(units, walking)
@@ -336,7 +334,6 @@ def _walk(market: Market, book: _Book, units: _Units, horizon_us: int) -> _Walk:
             execution[p] = reference + book.slippage[p] * (x - reference)
             trigger_ts[rows] = t_unit[hit]
             status[rows] = "liquidated"
-            triggered_units.append(rows)
         state.ptr[pos] += at_bar
         walking = walking[~hit]
 
@@ -383,7 +380,10 @@ def _step(
     return t_unit, at_bar
 
 
-def _keep_units(units, rows, pos, t_unit, at_bar, keep):
+def _keep_units(
+    units: _Units, rows: np.ndarray, pos: np.ndarray, t_unit: np.ndarray, at_bar: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The units in ``keep`` (per unit) with their positions' entries."""
     if keep.all():
         return rows, pos, t_unit, at_bar
     keep_pos = np.repeat(keep, units.count[rows])
