@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from liqrisk.features.instrument_defaults import ASSET_CLASS_DEFAULTS

@@ -168,3 +168,11 @@ def shock_from(bars: pd.DataFrame, k: int, factor: float = 3.0) -> pd.DataFrame:
     for column in ("open", "high", "low", "close", "volume"):
         out.loc[later, column] = out.loc[later, column] * factor
     return out
+
+
+def assert_future_edit_changes_nothing(family, bars: pd.DataFrame, bar_length: pd.Timedelta, edit: "Edit") -> None:
+    """``family(bars, bar_length=...)`` rows known at the edit's as_of are the same after the edit."""
+    as_of = as_of_for(bars, edit, bar_length)
+    before = family(bars, bar_length=bar_length)
+    after = family(apply_edit(bars, as_of, bar_length, edit), bar_length=bar_length)
+    assert_prefix_unchanged(before, after, known_row(bars, as_of, bar_length))

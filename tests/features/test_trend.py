@@ -12,9 +12,8 @@ from liqrisk.features.trend import TREND_FEATURES, trend_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pit_cases import (  # noqa: E402
+    assert_future_edit_changes_nothing,
     HYPOTHESIS,
-    apply_edit,
-    as_of_for,
     assert_prefix_unchanged,
     bars_on,
     calendar,
@@ -97,10 +96,7 @@ def test_prices_at_or_below_zero_give_nan_not_inf():
 @HYPOTHESIS
 @given(edit=future_edit())
 def test_bars_completing_after_as_of_change_nothing(edit):
-    as_of = as_of_for(FX_4H, edit, FOUR_H)
-    before = trend_features(FX_4H, bar_length=FOUR_H)
-    after = trend_features(apply_edit(FX_4H, as_of, FOUR_H, edit), bar_length=FOUR_H)
-    assert_prefix_unchanged(before, after, known_row(FX_4H, as_of, FOUR_H))
+    assert_future_edit_changes_nothing(trend_features, FX_4H, FOUR_H, edit)
 
 
 def test_a_bar_open_at_as_of_is_not_seen_until_it_completes():

@@ -18,9 +18,8 @@ from liqrisk.features.volatility import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pit_cases import (  # noqa: E402
+    assert_future_edit_changes_nothing,
     HYPOTHESIS,
-    apply_edit,
-    as_of_for,
     assert_prefix_unchanged,
     bars_on,
     calendar,
@@ -140,11 +139,7 @@ def test_family_columns_match_the_single_functions():
 @HYPOTHESIS
 @given(edit=future_edit())
 def test_bars_completing_after_as_of_change_nothing(edit):
-    as_of = as_of_for(FX_4H, edit, FOUR_H)
-    edited = apply_edit(FX_4H, as_of, FOUR_H, edit)
-    before = volatility_features(FX_4H, bar_length=FOUR_H)
-    after = volatility_features(edited, bar_length=FOUR_H)
-    assert_prefix_unchanged(before, after, known_row(FX_4H, as_of, FOUR_H))
+    assert_future_edit_changes_nothing(volatility_features, FX_4H, FOUR_H, edit)
 
 
 def test_a_bar_open_at_as_of_is_not_seen_until_it_completes():

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,7 +10,7 @@ from liqrisk.features.market_features import MARKET_FEATURES
 from liqrisk.features.position import POSITION_FEATURES
 from liqrisk.pipelines.accounts import write_snapshots
 from liqrisk.pipelines.bars import read_bars
-from liqrisk.pipelines.build import BuildConfig, build_dataset, config_hash, write_dataset
+from liqrisk.pipelines.build import BuildConfig, build_dataset, config_hash
 from liqrisk.pipelines.cli import main
 
 DATA = Path(__file__).resolve().parents[2] / "data"
