@@ -8,6 +8,7 @@ rules only about them, for the message.
 """
 
 import json
+from datetime import UTC, datetime
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -98,6 +99,13 @@ def parse_as_of(value: Any, field: str = "as_of") -> pd.Timestamp:
     """An ISO 8601 timestamp as UTC; one without an offset is read as UTC."""
     if not isinstance(value, str):
         raise InputError(f"{field} must be an ISO 8601 string, got {value!r}")
+    try:  # the fast path, ten times quicker than pd.Timestamp for the common forms
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return pd.Timestamp(parsed).as_unit("us")
     try:
         ts = pd.Timestamp(value)
     except ValueError:

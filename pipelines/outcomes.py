@@ -13,35 +13,30 @@ OUTCOMES_HEADER = ("account_id", "as_of", *OUTCOME_COLUMNS)
 
 def write_outcomes(outcomes: pd.DataFrame, path: Path) -> None:
     """One row per account in order: ``true``/``false``, ISO 8601 ``Z`` times, empty where n/a."""
-    columns = [outcomes[c].tolist() for c in OUTCOMES_HEADER]
     formats = {
         "as_of": iso_utc,
         "trigger_ts": iso_utc,
-        "liquidated": _boolean,
-        "negative": _boolean,
-        "shortfall": _number,
-        "e_close": _number,
-        "e_final": _number,
-        "time_to_liquidation_s": _number,
+        "liquidated": lambda c: [_boolean(v) for v in c],
+        "negative": lambda c: [_boolean(v) for v in c],
+        "shortfall": lambda c: [_number(v) for v in c],
+        "e_close": lambda c: [_number(v) for v in c],
+        "e_final": lambda c: [_number(v) for v in c],
+        "time_to_liquidation_s": lambda c: [_number(v) for v in c],
     }
-    for i, name in enumerate(OUTCOMES_HEADER):
-        if name in formats:
-            columns[i] = [formats[name](v) for v in columns[i]]
+    columns = [formats[c](outcomes[c]) if c in formats else outcomes[c].tolist() for c in OUTCOMES_HEADER]
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(OUTCOMES_HEADER)
         writer.writerows(zip(*columns))
 
 
-def iso_utc(value: object) -> str:
-    """``2020-03-12T10:00:00Z`` (fractions of a second only where there are some)."""
-    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    ts = pd.Timestamp(value).tz_convert("UTC")
-    text = ts.strftime("%Y-%m-%dT%H:%M:%S")
-    if ts.microsecond:
-        text += f".{ts.microsecond:06d}".rstrip("0")
-    return text + "Z"
+def iso_utc(values: pd.Series) -> list[str]:
+    """``2020-03-12T10:00:00Z`` per value (fractions of a second only where there are some), ``""`` for NaT."""
+    ts = pd.to_datetime(values, utc=True)
+    text = ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    micro = ts.dt.microsecond.fillna(0).astype("int64")
+    fraction = ("." + micro.map("{:06d}".format).str.rstrip("0")).where(micro > 0, "")
+    return (text + fraction + "Z").where(ts.notna(), "").tolist()
 
 
 def _boolean(value: object) -> str:
