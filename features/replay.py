@@ -10,7 +10,7 @@ position of an isolated account. Units are walked together; isolated accounts
 are aggregated from their units at the end.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,11 +72,26 @@ def replay(
     DataFrame indexed by the accounts of ``positions`` (in order) with ``OUTCOME_COLUMNS``: ``status`` is ``ok``,
     ``in_liquidation`` or ``error``; outcome fields are NA where they don't apply.
     """
+    return replay_horizons(market, instruments, positions, horizons=[horizon])[0]
+
+
+def replay_horizons(
+    market: Market,
+    instruments: Mapping[str, Instrument],
+    positions: pd.DataFrame,
+    *,
+    horizons: Sequence[pd.Timedelta],
+) -> list[pd.DataFrame]:
+    """``replay`` for several horizons: the pre-walk work (tiers, impact inputs) is done once."""
     codes, accounts = pd.factorize(positions["account"], sort=False)
     book = _book(market, instruments, positions, codes)
     units = _units(book)
-    walk = _walk(market, book, units, int(horizon // pd.Timedelta(microseconds=1)))
-    return _outcomes(market, book, units, walk, len(accounts)).set_index(pd.Index(accounts, name="account"))
+    index = pd.Index(accounts, name="account")
+    return [
+        _outcomes(market, book, units, _walk(market, book, units, int(h // pd.Timedelta(microseconds=1))), len(accounts))
+        .set_index(index)
+        for h in horizons
+    ]
 
 
 def position_state(market: Market, instruments: Mapping[str, Instrument], positions: pd.DataFrame) -> pd.DataFrame:

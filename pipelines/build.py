@@ -31,7 +31,7 @@ from liqrisk.features.instruments import Instrument
 from liqrisk.features.market import market_from_bars
 from liqrisk.features.market_features import MARKET_FEATURES, market_features
 from liqrisk.features.position import POSITION_FEATURES, account_position_features
-from liqrisk.features.replay import position_state, replay
+from liqrisk.features.replay import position_state, replay_horizons
 from liqrisk.pipelines.accounts import Snapshots, read_snapshots
 from liqrisk.pipelines.bars import read_bars
 from liqrisk.pipelines.executors import chunks, make_executor
@@ -258,8 +258,8 @@ def partition_rows(
     )
     status = pd.Series("ok", index=out.index, dtype=object)
     reason = pd.Series("", index=out.index, dtype=object)
-    for horizon in horizons:
-        outcome = replay(market, instruments, positions, horizon=parse_duration(horizon))
+    outcomes = replay_horizons(market, instruments, positions, horizons=[parse_duration(h) for h in horizons])
+    for horizon, outcome in zip(horizons, outcomes):
         bad = (outcome["status"] != "ok") & (status == "ok")
         status[bad] = outcome.loc[bad, "status"]
         reason[bad] = np.where(outcome.loc[bad, "status"] == "in_liquidation", "in liquidation at as_of", outcome.loc[bad, "error"])
