@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from liqrisk.features.durations import parse_duration
 from liqrisk.features.market import Market, market_from_bars
@@ -25,8 +26,9 @@ def replay_command(*, bars: Path, instruments: Path, accounts: Path, horizon: st
     for note in loaded.notes:
         print(f"liqrisk replay: {bars}: {note}", file=sys.stderr)
     market = market_from_bars(loaded.bars, bar_lengths_of(instruments_file))
-    with Path(accounts).open() as handle:
-        snapshots = parse_accounts(handle)
+    with Path(accounts).open() as handle:  # progress only on a terminal (disable=None)
+        lines = tqdm(handle, desc="reading accounts", unit=" lines", file=sys.stderr, disable=None, leave=False)
+        snapshots = parse_accounts(lines)
     outcomes = replay_snapshots(market, instruments_file, snapshots, horizon_td)
     write_outcomes(outcomes, out)
     print(summary_line(outcomes, time.perf_counter() - started), file=sys.stderr)
