@@ -594,28 +594,13 @@ def _parquet_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
-    cols = {
-        c: frame[c].tolist()
-        for c in (
-            "account",
-            "account_id",
-            "margin_mode",
-            "collateral",
-            "symbol",
-            "side",
-            "qty",
-            "entry_price",
-        )
-    }
+    cols = {c: frame[c].tolist() for c in ("account_id", *POSITION_COLUMNS) if c != "as_of"}
     as_of = [t.isoformat() for t in frame["as_of"].dt.tz_convert("UTC")]
     codes = pd.factorize(frame["account"], sort=False)[0]
     order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order], prepend=-1, append=-1))  # where each account starts
     with path.open("w") as handle:
-        start = 0
-        while start < len(order):
-            stop = start
-            while stop < len(order) and codes[order[stop]] == codes[order[start]]:
-                stop += 1
+        for start, stop in zip(bounds[:-1], bounds[1:]):
             rows = order[start:stop]
             first = rows[0]
             cross = cols["margin_mode"][first] == "cross"
@@ -636,4 +621,3 @@ def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
                 ],
             }
             handle.write(json.dumps(account) + "\n")
-            start = stop
