@@ -25,6 +25,7 @@ Choices, stated once:
   ``force_row_wise=True`` and a fixed ``n_jobs``; no bagging or feature subsampling.
 """
 
+from collections.abc import Sequence
 from typing import Literal
 
 import lightgbm as lgb
@@ -70,6 +71,7 @@ MONOTONE: dict[str, int] = {
 # rate at the same distance is not riskier by itself), notional_to_liquidity (liquidation
 # slippage raises shortfall, but the direction for P(negative) is not certain for every venue).
 
+MODEL_KINDS: tuple[str, ...] = ("lightgbm", "hist_gb", "logistic")
 VALID_FRACTION = 0.2
 DEFAULT_N_JOBS = 2
 CalibrationMethod = Literal["sigmoid", "isotonic", "temperature"]
@@ -208,6 +210,12 @@ def calibrate(
 ) -> CalibratedClassifierCV:
     """Calibrate a fitted ``model`` on ``(X_cal, y_cal)``, which must be disjoint from its training
     rows (and later in time). The raw model stays reachable with :func:`uncalibrated`."""
+    classes = np.unique(np.asarray(y_cal, dtype=int))
+    if len(classes) < 2:
+        raise ValueError(
+            f"calibrate: the calibration rows hold only class {classes.tolist()} ({len(classes) and len(y_cal)} rows); "
+            "a calibration period needs both outcomes: choose a longer or later calibration window"
+        )
     calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
     calibrated.fit(X_cal, np.asarray(y_cal, dtype=int))
     return calibrated
@@ -245,9 +253,10 @@ def train_split(
     method: CalibrationMethod = "sigmoid",
     n_estimators: int = 500,
     n_jobs: int = DEFAULT_N_JOBS,
+    models: Sequence[str] = MODEL_KINDS,
 ) -> dict[str, CalibratedClassifierCV]:
-    """Fit ``lightgbm``, ``logistic`` and ``hist_gb`` on the split's train rows and calibrate each
-    on its calibration rows. Row positions in ``split`` index ``table`` positionally.
+    """Fit ``models`` (of ``lightgbm``, ``logistic`` and ``hist_gb``) on the split's train rows and
+    calibrate each on its calibration rows. Row positions in ``split`` index ``table`` positionally.
 
     LightGBM and HistGB are early-stopped on the last part of the train period in time
     (:func:`early_stopping_rows`, with the split's embargo) and fitted on the rest; the logistic
@@ -265,19 +274,16 @@ def train_split(
     train, cal = rows(split.train), rows(split.calibration)
     fit, valid = early_stopping_rows(table["as_of"], train, embargo=split.embargo)
     fit, valid = rows(fit), rows(valid)
-    raw = {
-        "lightgbm": fit_lightgbm(
-            X.iloc[fit],
-            y[fit],
-            X.iloc[valid],
-            y[valid],
-            seed=seed,
-            n_estimators=n_estimators,
-            n_jobs=n_jobs,
+    unknown = set(models) - set(MODEL_KINDS)
+    if unknown:
+        raise ValueError(f"train_split: unknown model(s) {sorted(unknown)}; known: {list(MODEL_KINDS)}")
+    fitters = {
+        "lightgbm": lambda: fit_lightgbm(
+            X.iloc[fit], y[fit], X.iloc[valid], y[valid], seed=seed, n_estimators=n_estimators, n_jobs=n_jobs
         ),
-        "logistic": fit_logistic(X.iloc[train], y[train], seed=seed),
-        "hist_gb": fit_hist_gb(
+        "logistic": lambda: fit_logistic(X.iloc[train], y[train], seed=seed),
+        "hist_gb": lambda: fit_hist_gb(
             X.iloc[fit], y[fit], X.iloc[valid], y[valid], seed=seed, max_iter=n_estimators
         ),
     }
-    return {name: calibrate(m, X.iloc[cal], y[cal], method=method) for name, m in raw.items()}
+    return {name: calibrate(fitters[name](), X.iloc[cal], y[cal], method=method) for name in models}

@@ -1,0 +1,88 @@
+"""Expected shortfall (bad debt) within a horizon, as credit risk writes it: PD × LGD × EAD.
+
+- **PD** is the calibrated P(negative within H) of the classifier.
+- **EAD** (exposure) is the account's gross notional at as_of, ``10 ** log_notional``.
+- **LGD** (severity) is E[shortfall / gross notional | negative], learnt by a LightGBM
+  regressor on the rows that did end below zero. The ratio, not the dollars, is the
+  target: dollars span many orders of magnitude between a retail FX account and a whale
+  on a perpetual, and a tree fitted on dollars spends its splits on account size, which
+  EAD already carries. With fewer than :data:`MIN_SEVERITY_EVENTS` below-zero rows the
+  severity is their mean ratio (a constant), which is all such data can support.
+
+Ranking accounts by expected shortfall rather than by probability is what puts the
+bad-debt *dollars* at the top of an alert list: a 2% chance of losing 5% of a large book
+matters more than a 5% chance of losing 1% of a small one.
+"""
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+MIN_SEVERITY_EVENTS = 50
+
+
+@dataclass(frozen=True)
+class Severity:
+    """E[shortfall / gross notional | negative]: a fitted regressor, or a constant when events were few."""
+
+    regressor: lgb.LGBMRegressor | None
+    constant: float
+    n_events: int
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Severity per row, clipped to ``[0, inf)``."""
+        if self.regressor is None:
+            return np.full(len(X), self.constant)
+        return np.clip(self.regressor.predict(X), 0.0, None)
+
+
+def exposure(table: pd.DataFrame) -> np.ndarray:
+    """Gross notional at as_of (EAD), from ``log_notional``; 0 where unknown."""
+    return np.nan_to_num(10.0 ** table["log_notional"].to_numpy(dtype=float), nan=0.0)
+
+
+def loss_ratio(shortfall: np.ndarray, notional: np.ndarray) -> np.ndarray:
+    """Shortfall per unit of gross notional (0 where the notional is 0)."""
+    notional = np.asarray(notional, dtype=float)
+    return np.divide(
+        np.asarray(shortfall, dtype=float), notional, out=np.zeros(len(notional)), where=notional > 0
+    )
+
+
+def fit_severity(
+    X: pd.DataFrame, shortfall: np.ndarray, notional: np.ndarray, negative: np.ndarray, *, seed: int, n_jobs: int = 2
+) -> Severity:
+    """Fit :class:`Severity` on the rows where ``negative`` is True.
+
+    A small, heavily regularised LightGBM (at most 200 trees, 15 leaves, 20 rows a leaf):
+    below-zero rows number in the hundreds, and severity mostly follows the few features
+    that set how far past the bankruptcy price a close lands (impact, gap size).
+    """
+    negative = np.asarray(negative, dtype=bool)
+    ratio = loss_ratio(shortfall, notional)[negative]
+    n_events = int(negative.sum())
+    constant = float(ratio.mean()) if n_events else 0.0
+    if n_events < MIN_SEVERITY_EVENTS:
+        return Severity(regressor=None, constant=constant, n_events=n_events)
+    regressor = lgb.LGBMRegressor(
+        objective="regression",
+        n_estimators=200,
+        learning_rate=0.05,
+        num_leaves=15,
+        min_child_samples=20,
+        reg_lambda=1.0,
+        random_state=seed,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=n_jobs,
+        verbose=-1,
+    )
+    regressor.fit(X.loc[negative], ratio)
+    return Severity(regressor=regressor, constant=constant, n_events=n_events)
+
+
+def expected_shortfall(p_negative: np.ndarray, severity: np.ndarray, notional: np.ndarray) -> np.ndarray:
+    """PD × LGD × EAD in the account's currency."""
+    return np.asarray(p_negative, dtype=float) * np.asarray(severity, dtype=float) * np.asarray(notional, dtype=float)
