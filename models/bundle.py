@@ -119,6 +119,14 @@ class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
         return self.model.predict(pd.DataFrame(model_input))
 
 
+def requirements() -> list[str]:
+    """pip requirements of the logged model, pinned to the versions it was trained with (listing
+    them saves MLflow's slow inference, and ``liqrisk`` itself must be installed to load it)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("liqrisk", "lightgbm", "scikit-learn", "pandas", "numpy", "mlflow")]
+
+
 def input_example(table: pd.DataFrame, n: int = 2) -> pd.DataFrame:
     """``n`` rows of the model's input as a caller sends it: feature columns, numbers as
     float64 (so a NaN at inference never breaks the signature), ``asset_class`` as text."""

@@ -15,9 +15,10 @@ Choices, stated once:
   price for ``liquidated``), plain and fat-tailed. A score that cannot be computed
   (NaN: no volatility yet, no leverage cap) ranks last: rules get ``-1`` (below every
   real value, which are >= 0) and probabilities ``0``.
-- **Expected shortfall** (PD × LGD × EAD, :mod:`liqrisk.models.shortfall`) is a dollar
-  ranking, scored rank-only beside the probabilities: it is the score that should carry
-  the bad-debt dollars at a fixed alert budget.
+- **Expected shortfall** (PD × LGD × EAD, :mod:`liqrisk.models.shortfall`) of each model,
+  ``<model>_expected_shortfall``, is a dollar ranking, scored rank-only beside the
+  probabilities: it is the score that should carry the bad-debt dollars at a fixed alert
+  budget.
 """
 
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 
+from liqrisk.features.durations import parse_duration
 from liqrisk.models.baselines import fat_tail_baseline, leverage_rule, margin_ratio_rule, structural_baseline
 from liqrisk.models.metrics import metrics_table
 from liqrisk.models.shortfall import exposure, fit_severity
@@ -37,7 +39,7 @@ RULES: tuple[str, ...] = ("margin_ratio_rule", "leverage_rule")
 STRUCTURAL: tuple[str, ...] = ("structural", "structural_fat_tail")
 BASELINES: tuple[str, ...] = (*RULES, *STRUCTURAL)
 EXTRA: tuple[str, ...] = ("lightgbm_uncalibrated", "lightgbm_isotonic")
-EXPECTED_SHORTFALL = "lightgbm_expected_shortfall"
+ES_SUFFIX = "_expected_shortfall"
 
 
 def label_parts(label: str) -> tuple[str, str]:
@@ -52,7 +54,7 @@ def baseline_scores(table: pd.DataFrame, *, label: str) -> dict[str, np.ndarray]
     """The four baselines of the module docstring for ``label``, one finite score per row of ``table``."""
     event, horizon = label_parts(label)
     column = "p_bankrupt" if event == "negative" else "p_liq"
-    h = pd.Timedelta(horizon)
+    h = parse_duration(horizon)
     return {
         "margin_ratio_rule": np.nan_to_num(margin_ratio_rule(table)["score"].to_numpy(dtype=float), nan=-1.0),
         "leverage_rule": np.nan_to_num(leverage_rule(table)["score"].to_numpy(dtype=float), nan=-1.0),
@@ -87,8 +89,8 @@ def walk_forward(
 
     Scores: each of ``models`` (calibrated with ``method``); for LightGBM also its raw
     probabilities (``lightgbm_uncalibrated``), an isotonic calibration of the same model
-    (``lightgbm_isotonic``, so the report can compare the two) and, for ``negative_*``,
-    the expected shortfall ranking.
+    (``lightgbm_isotonic``, so the report can compare the two); for ``negative_*`` each
+    model's expected shortfall (``<model>_expected_shortfall``).
     """
     event, horizon = label_parts(label)
     X = model_frame(table)
@@ -101,23 +103,24 @@ def walk_forward(
             table, split, label=label, seed=seed, method=method, n_estimators=n_estimators, n_jobs=n_jobs, models=models
         )
         scores = {name: m.predict_proba(X.iloc[test])[:, 1] for name, m in fitted.items()}
+        if event == "negative":
+            train = split.train[known[split.train]]
+            severity = fit_severity(
+                X.iloc[train],
+                table[f"shortfall_{horizon}"].to_numpy(dtype=float)[train],
+                exposure(table.iloc[train]),
+                table[label].to_numpy()[train].astype(bool),
+                seed=seed,
+                n_jobs=n_jobs,
+            ).predict(X.iloc[test]) * exposure(table.iloc[test])
+            scores |= {f"{name}{ES_SUFFIX}": scores[name] * severity for name in fitted}
         if "lightgbm" in fitted:
             raw = uncalibrated(fitted["lightgbm"])
             cal = split.calibration[known[split.calibration]]
             y_cal = table[label].to_numpy()[cal].astype(bool)
             scores["lightgbm_uncalibrated"] = raw.predict_proba(X.iloc[test])[:, 1]
-            scores["lightgbm_isotonic"] = calibrate(raw, X.iloc[cal], y_cal, method="isotonic").predict_proba(X.iloc[test])[:, 1]
-            if event == "negative":
-                train = split.train[known[split.train]]
-                severity = fit_severity(
-                    X.iloc[train],
-                    table[f"shortfall_{horizon}"].to_numpy(dtype=float)[train],
-                    exposure(table.iloc[train]),
-                    table[label].to_numpy()[train].astype(bool),
-                    seed=seed,
-                    n_jobs=n_jobs,
-                )
-                scores[EXPECTED_SHORTFALL] = scores["lightgbm"] * severity.predict(X.iloc[test]) * exposure(table.iloc[test])
+            isotonic = calibrate(raw, X.iloc[cal], y_cal, method="isotonic")
+            scores["lightgbm_isotonic"] = isotonic.predict_proba(X.iloc[test])[:, 1]
         rows.append(test)
         folds.append(np.full(len(test), split.fold))
         parts.append(scores)
@@ -138,7 +141,7 @@ def evaluation_table(table: pd.DataFrame, result: WalkForward, *, budgets: Seque
     _, horizon = label_parts(result.label)
     rows = table.iloc[result.rows]
     scores = {**result.scores, **baseline_scores(rows, label=result.label)}
-    rank_only = [*RULES, *([EXPECTED_SHORTFALL] if EXPECTED_SHORTFALL in scores else [])]
+    rank_only = [*RULES, *(n for n in scores if n.endswith(ES_SUFFIX))]
     metrics = metrics_table(
         rows.assign(**{result.label: rows[result.label].astype(bool)}),
         scores,

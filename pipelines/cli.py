@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--scheduler", choices=("local", "dask"), default=None, help="overrides the config")
     build.add_argument("--seed", type=int, default=None, help="overrides the config")
 
+    train = commands.add_parser(
+        "train", help="walk-forward evaluation, MLflow run, registry and promotion gate, HTML report"
+    )
+    train.add_argument("--dataset", type=Path, default=Path("runs/latest/dataset.parquet"))
+    train.add_argument("--out", type=Path, default=Path("runs/latest"), help="report and tables go here")
+    train.add_argument("--tracking-dir", type=Path, default=Path("runs/mlflow"),
+                       help="embedded MLflow store (ignored when MLFLOW_TRACKING_URI is set)")
+    train.add_argument("--seed", type=int, default=7)
+    train.add_argument("--no-events", action="store_true", help="skip the historic event back-tests")
+
     data = commands.add_parser("data", help="market data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="validate a bars file and print a report")
@@ -78,6 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from liqrisk.pipelines.build import build_command
 
             return build_command(args.config, out=args.out, scheduler=args.scheduler, seed=args.seed)
+        if args.command == "train":
+            from liqrisk.pipelines.training import TrainConfig, train_command
+
+            return train_command(
+                TrainConfig(
+                    dataset=args.dataset, out=args.out, tracking_dir=args.tracking_dir, seed=args.seed,
+                    events=not args.no_events,
+                )
+            )
         if args.command == "data" and args.data_command == "check":
             from liqrisk.pipelines.data_check import data_check_command
 

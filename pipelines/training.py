@@ -216,7 +216,7 @@ def train_command(config: TrainConfig) -> int:
     import mlflow
     from mlflow.models import infer_signature
 
-    from liqrisk.models.bundle import RiskModelPyfunc, input_example
+    from liqrisk.models.bundle import RiskModelPyfunc, input_example, requirements
     from liqrisk.models.promote import decide, gate_and_register
     from liqrisk.models.tracking import configure_tracking
     from liqrisk.pipelines.training_report import event_figures, figures, write_training_report
@@ -258,6 +258,7 @@ def train_command(config: TrainConfig) -> int:
             python_model=RiskModelPyfunc(result.bundle),
             signature=infer_signature(example, result.bundle.predict(example)),
             input_example=example,
+            pip_requirements=requirements(),
         )
         outcome = gate_and_register(model_uri=info.model_uri, run_id=run.info.run_id, name=config.model_name, decision=decision)
         meta = {

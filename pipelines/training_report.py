@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from liqrisk.features.market_features import MARKET_FEATURES
 from liqrisk.features.position import POSITION_FEATURES
-from liqrisk.models.evaluate import BASELINES, EXPECTED_SHORTFALL, baseline_scores, label_parts
+from liqrisk.models.evaluate import BASELINES, ES_SUFFIX, baseline_scores, label_parts
 from liqrisk.models.plots import bad_debt_captured, event_backtest_chart, feature_importance, pr_curves, reliability_diagram
 from liqrisk.models.report import ReportSection, figure_html, paragraph, table_html, write_report
 from liqrisk.pipelines.training import TrainResult
@@ -41,14 +41,14 @@ def figures(result: TrainResult, contributions: pd.DataFrame | None) -> dict[str
     base = baseline_scores(rows, label=label)
     scores = {**walk.scores, **base}
     order = list(scores)
-    models = [n for n in walk.scores if n != EXPECTED_SHORTFALL]
+    models = [n for n in walk.scores if not n.endswith(ES_SUFFIX)]
     out = {
         "reliability": reliability_diagram(
             y, {n: walk.scores[n] for n in models} | {n: base[n] for n in ("structural",)},
             title=f"Reliability, P({label}), pooled walk-forward test", order=order,
         ),
         "pr_curves": pr_curves(
-            y, {n: s for n, s in scores.items() if n != EXPECTED_SHORTFALL},
+            y, {n: s for n, s in scores.items() if not n.endswith(ES_SUFFIX)},
             title=f"Precision-recall, {label}", baselines=BASELINES, order=order,
         ),
     }

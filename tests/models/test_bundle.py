@@ -1,0 +1,105 @@
+from collections.abc import Callable
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+
+from liqrisk.models.bundle import BIAS, RiskModel, RiskModelPyfunc, contributions, input_example, requirements
+from liqrisk.models.shortfall import exposure, fit_severity
+from liqrisk.models.splits import walk_forward_splits
+from liqrisk.models.train import FEATURES, model_frame, train_split, uncalibrated
+from liqrisk.models.tracking import configure_tracking
+
+HORIZONS = ("1h", "24h", "7d")
+
+
+@pytest.fixture(scope="module")
+def table(make_dataset: Callable[..., pd.DataFrame]) -> pd.DataFrame:
+    return make_dataset(4000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(table: pd.DataFrame) -> dict[str, dict]:
+    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
+    return {
+        f"{e}_{h}": train_split(table, split, label=f"{e}_{h}", seed=0, n_estimators=60, models=("lightgbm", "logistic"))
+        for h in HORIZONS
+        for e in ("liquidated", "negative")
+    }
+
+
+def _model(table: pd.DataFrame, fitted: dict[str, dict], kind: str) -> RiskModel:
+    X = model_frame(table)
+    severity = {
+        h: fit_severity(
+            X, table[f"shortfall_{h}"].to_numpy(), exposure(table), table[f"negative_{h}"].to_numpy(bool), seed=0
+        )
+        for h in HORIZONS
+    }
+    return RiskModel(
+        horizons=("7d", "1h", "24h"),  # any order in, sorted by duration
+        classifiers={label: models[kind] for label, models in fitted.items()},
+        severity=severity,
+        kind=kind,
+    )
+
+
+def test_probabilities_are_coherent_and_shortfall_is_pd_lgd_ead(table, fitted) -> None:
+    model = _model(table, fitted, "lightgbm")
+    assert model.horizons == HORIZONS
+    out = model.predict(table)
+    assert list(out.columns) == list(model.outputs) and out.index.equals(table.index)
+    for h in HORIZONS:
+        assert (out[f"p_liquidated_{h}"] >= out[f"p_negative_{h}"]).all()
+    for a, b in zip(HORIZONS, HORIZONS[1:]):
+        assert (out[f"p_negative_{b}"] >= out[f"p_negative_{a}"]).all()
+        assert (out[f"p_liquidated_{b}"] >= out[f"p_liquidated_{a}"]).all()
+    severity = model.severity["24h"].predict(model_frame(table))
+    np.testing.assert_allclose(out["expected_shortfall_24h"], out["p_negative_24h"] * severity * exposure(table))
+
+
+def test_missing_label_is_refused(table, fitted) -> None:
+    model = _model(table, fitted, "lightgbm")
+    classifiers = {k: v for k, v in model.classifiers.items() if k != "negative_1h"}
+    with pytest.raises(ValueError, match="negative_1h"):
+        RiskModel(horizons=HORIZONS, classifiers=classifiers, severity=model.severity, kind="lightgbm")
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "logistic"])
+def test_contributions_sum_to_the_raw_log_odds(table, fitted, kind) -> None:
+    raw = uncalibrated(fitted["negative_24h"][kind])
+    X = model_frame(table.iloc[:300])
+    parts = contributions(raw, X)
+    assert list(parts.columns) == [*FEATURES, BIAS]
+    p = raw.predict_proba(X)[:, 1]
+    np.testing.assert_allclose(parts.sum(axis=1), np.log(p / (1 - p)), rtol=1e-6, atol=1e-6)
+
+
+def test_contributions_of_the_logistic_model_move_with_their_feature(table, fitted) -> None:
+    raw = uncalibrated(fitted["negative_24h"]["logistic"])
+    X = model_frame(table.iloc[:50])
+    moved = X.assign(leverage=X["leverage"] + 5.0)
+    delta = contributions(raw, moved) - contributions(raw, X)
+    assert (delta["leverage"].abs() > 0).all()
+    assert np.allclose(delta.drop(columns="leverage"), 0.0)
+
+
+def test_pyfunc_round_trip_through_the_registry(table, fitted, mlflow_work_dir) -> None:
+    model = _model(table, fitted, "lightgbm")
+    configure_tracking(mlflow_work_dir)
+    example = input_example(table)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=RiskModelPyfunc(model),
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            pip_requirements=requirements(),
+        )
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    rows = input_example(table, n=200)
+    pd.testing.assert_frame_equal(loaded.predict(rows), model.predict(rows))
+    with pytest.raises(Exception, match="leverage"):
+        loaded.predict(rows.drop(columns="leverage"))
