@@ -23,13 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", type=Path, required=True, help="outcomes CSV to write")
 
     run = commands.add_parser(
-        "run", help="the main job on the bundled data: validate every bars file, build the training set"
+        "run", help="the main job on the bundled data: build the dataset, train, evaluate, register, report"
     )
     run.add_argument("--data", type=Path, default=Path("data"), help="folder of bars and instruments.json")
     run.add_argument("--accounts", type=int, default=20_000, help="accounts generated per bars file")
     run.add_argument("--seed", type=int, default=7)
     run.add_argument("--config", type=Path, default=None, help="TOML build config (defaults when left out)")
     run.add_argument("--out", type=Path, default=Path("runs/latest"))
+    run.add_argument("--build-only", action="store_true", help="stop after the dataset (no training)")
+    run.add_argument("--tracking-dir", type=Path, default=Path("runs/mlflow"),
+                     help="embedded MLflow store (ignored when MLFLOW_TRACKING_URI is set)")
 
     build = commands.add_parser(
         "build", help="build the training set: accounts, point-in-time features, labels, data card"
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("runs/latest"), help="report and tables go here")
     train.add_argument("--tracking-dir", type=Path, default=Path("runs/mlflow"),
                        help="embedded MLflow store (ignored when MLFLOW_TRACKING_URI is set)")
+    train.add_argument("--data", type=Path, default=Path("data"), help="bars for the event back-tests")
     train.add_argument("--seed", type=int, default=7)
     train.add_argument("--no-events", action="store_true", help="skip the historic event back-tests")
 
@@ -82,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from liqrisk.pipelines.run import run_command
 
             return run_command(
-                data_dir=args.data, n_accounts=args.accounts, seed=args.seed, out=args.out, config=args.config
+                data_dir=args.data, n_accounts=args.accounts, seed=args.seed, out=args.out, config=args.config,
+                train=not args.build_only, tracking_dir=args.tracking_dir,
             )
         if args.command == "build":
             from liqrisk.pipelines.build import build_command
@@ -93,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return train_command(
                 TrainConfig(
-                    dataset=args.dataset, out=args.out, tracking_dir=args.tracking_dir, seed=args.seed,
+                    dataset=args.dataset, out=args.out, tracking_dir=args.tracking_dir, seed=args.seed, data_dir=args.data,
                     events=not args.no_events,
                 )
             )

@@ -1,8 +1,6 @@
-"""The main job on the bundled data: validate every bars file, build the training set, summarise.
-
-Later issues grow it into build, train, evaluate and register; today it runs the
-foundation and the dataset end to end with embedded defaults and prints where
-the results are.
+"""The main job on the bundled data: build the dataset, then train, evaluate, back-test,
+register and report (``liqrisk train``), with embedded defaults and no server to install.
+It prints where the dataset, the report and the MLflow store are.
 """
 
 from pathlib import Path
@@ -10,10 +8,21 @@ from pathlib import Path
 import pandas as pd
 
 from liqrisk.pipelines.build import BuildConfig, build_dataset, write_dataset
+from liqrisk.pipelines.training import TrainConfig, train_command
 
 
-def run_command(*, data_dir: Path, n_accounts: int, seed: int, out: Path, config: Path | None = None) -> int:
-    """Build the dataset from ``data_dir`` (every bars file, strictly validated) into ``out``."""
+def run_command(
+    *,
+    data_dir: Path,
+    n_accounts: int,
+    seed: int,
+    out: Path,
+    config: Path | None = None,
+    train: bool = True,
+    tracking_dir: Path = Path("runs/mlflow"),
+) -> int:
+    """Build the dataset from ``data_dir`` (every bars file, strictly validated) into ``out``,
+    then (``train``) run :func:`~liqrisk.pipelines.training.train_command` on it."""
     overrides = {"data_dir": str(data_dir), "accounts_per_file": n_accounts, "seed": seed, "out": str(out)}
     build = BuildConfig.from_toml(config, **overrides) if config else BuildConfig.from_dict(overrides)
     dataset = build_dataset(build)
@@ -24,7 +33,13 @@ def run_command(*, data_dir: Path, n_accounts: int, seed: int, out: Path, config
           f"{card['rows']:,} snapshots, {card['excluded']['rows']:,} excluded, built in {card['seconds']}s")
     print("\n" + summarise(dataset.table, build.horizons).to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"\ndataset: {build.out / 'dataset.parquet'}\ndata card: {build.out / 'data_card.md'}")
-    return 0
+    if not train:
+        return 0
+    return train_command(
+        TrainConfig(
+            dataset=build.out / "dataset.parquet", out=build.out, tracking_dir=tracking_dir, seed=seed, data_dir=data_dir
+        )
+    )
 
 
 def summarise(table: pd.DataFrame, horizons: tuple[str, ...]) -> pd.DataFrame:

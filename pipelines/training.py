@@ -48,6 +48,7 @@ class TrainConfig:
     dataset: Path = Path("runs/latest/dataset.parquet")
     out: Path = Path("runs/latest")
     tracking_dir: Path = Path("runs/mlflow")
+    data_dir: Path = Path("data")
     seed: int = 7
     target: str = TARGET
     since: str = "2013-01-01"
@@ -308,9 +309,54 @@ def load_champion(name: str) -> tuple[RiskModel | None, str]:
     return model, f"champion v{version.version}"
 
 
+MIN_TRAIN_EVENTS = 20
+
+
 def event_backtests(result: TrainResult) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Placeholder until the back-test module lands."""
-    return None, None
+    """:func:`~liqrisk.pipelines.backtest.run_event_backtests` with the candidate's model kind
+    refitted on the rows whose target window closed before each event, beside the baselines.
+
+    The refit is uncalibrated: a back-test flags a fixed share of the accounts, which only
+    the ranking decides. An event with fewer than :data:`MIN_TRAIN_EVENTS` below-zero rows
+    before it is skipped with that reason.
+    """
+    from liqrisk.models.baselines import leverage_rule, margin_ratio_rule, structural_baseline
+    from liqrisk.models.train import early_stopping_rows, fit_hist_gb, fit_lightgbm, fit_logistic
+    from liqrisk.pipelines.backtest import NoTrainingData, run_event_backtests
+
+    config, table = result.config, result.table
+    label = config.target
+    _, horizon = label_parts(label)
+    window = parse_duration(horizon)
+    X = model_frame(table)
+    known = ~table[label].isna().to_numpy()
+    y = table[label].fillna(False).to_numpy(dtype=bool)
+    closes = table["as_of"] + window
+
+    def fit_scorers(cutoff: pd.Timestamp) -> dict[str, Any]:
+        rows = np.flatnonzero(known & (closes <= cutoff).to_numpy())
+        if y[rows].sum() < MIN_TRAIN_EVENTS:
+            raise NoTrainingData(
+                f"{int(y[rows].sum())} below-zero {horizon} outcomes before {cutoff:%Y-%m-%d %H:%M} "
+                f"(at least {MIN_TRAIN_EVENTS} needed to train)"
+            )
+        if result.kind == "logistic":
+            model = fit_logistic(X.iloc[rows], y[rows], seed=config.seed)
+        else:
+            fit, valid = early_stopping_rows(table["as_of"], rows, embargo=window)
+            fitter = fit_lightgbm if result.kind == "lightgbm" else fit_hist_gb
+            model = fitter(X.iloc[fit], y[fit], X.iloc[valid], y[valid], seed=config.seed)
+        return {
+            result.kind: lambda rows: model.predict_proba(model_frame(rows))[:, 1],
+            "margin_ratio_rule": margin_ratio_rule,
+            "leverage_rule": leverage_rule,
+            "structural": lambda rows: structural_baseline(rows, horizon=window)["p_bankrupt"],
+        }
+
+    done = run_event_backtests(
+        fit_scorers, data_dir=config.data_dir, n_accounts=config.event_accounts, seed=config.seed
+    )
+    return done.table, done.skipped
 
 
 def _print_summary(result: TrainResult, promoted: bool, outcome: Any, report: Path, ui: str) -> None:

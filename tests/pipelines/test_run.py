@@ -41,13 +41,13 @@ def test_sampler_leaves_history_before_and_the_horizon_after_as_of(btc_market):
 
 @pytest.mark.slow
 def test_main_job_validates_and_builds_every_bundled_file(tmp_path, capsys):
-    assert main(["run", "--accounts", "300", "--seed", "5", "--out", str(tmp_path)]) == 0
+    assert main(["run", "--accounts", "300", "--seed", "5", "--out", str(tmp_path), "--build-only"]) == 0
     table = pd.read_parquet(tmp_path / "dataset.parquet")
     bars_files = {p.name for p in DATA.glob("*.parquet")} - {"crypto_funding_8h.parquet"}
     assert set(table["file"]) == bars_files
     assert set(table["asset_class"]) == {"crypto", "fx", "equity", "commodity", "index"}
     again = tmp_path / "again"
-    assert main(["run", "--accounts", "300", "--seed", "5", "--out", str(again)]) == 0
+    assert main(["run", "--accounts", "300", "--seed", "5", "--out", str(again), "--build-only"]) == 0
     pd.testing.assert_frame_equal(table, pd.read_parquet(again / "dataset.parquet"))
     out = capsys.readouterr().out
     assert "liqrisk run: seed 5" in out and "data card:" in out
