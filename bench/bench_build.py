@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from liqrisk.pipelines.build import BuildConfig, build_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,11 +29,23 @@ import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 
 from liqrisk.features.durations import parse_duration
-from liqrisk.models.baselines import fat_tail_baseline, leverage_rule, margin_ratio_rule, structural_baseline
+from liqrisk.models.baselines import (
+    fat_tail_baseline,
+    leverage_rule,
+    margin_ratio_rule,
+    structural_baseline,
+)
 from liqrisk.models.metrics import metrics_table
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import Split
-from liqrisk.models.train import MODEL_KINDS, CalibrationMethod, calibrate, model_frame, train_split, uncalibrated
+from liqrisk.models.train import (
+    MODEL_KINDS,
+    CalibrationMethod,
+    calibrate,
+    model_frame,
+    train_split,
+    uncalibrated,
+)
 
 RULES: tuple[str, ...] = ("margin_ratio_rule", "leverage_rule")
 STRUCTURAL: tuple[str, ...] = ("structural", "structural_fat_tail")

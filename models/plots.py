@@ -65,7 +65,8 @@ def reliability_diagram(
     """Mean predicted probability vs observed frequency per quantile bin, one line per model.
 
     The top panel holds the reliability curves and the diagonal, the bottom panel the rows
-    per bin. When every probability is below 0.2 both axes are logarithmic and values are
+    per bin. When every bin's mean probability is below 0.2 (rare events: a few confident
+    rows must not flatten the curve everyone reads) both axes are logarithmic and values are
     clipped at 1e-5 (a bin with no event sits on the floor).
 
     Parameters
@@ -91,13 +92,14 @@ def reliability_diagram(
         if not ((p >= 0) & (p <= 1)).all():
             raise ValueError(f"reliability_diagram: {name!r} is not a probability in [0, 1]")
     palette = colours(order if order is not None else sorted(probs))
-    log = bool(probs) and all(p.max() < LOG_BELOW for p in probs.values())
+    tables = {name: calibration_bins(y, p, n_bins=n_bins) for name, p in probs.items()}
+    log = bool(probs) and all(t["mean_p"].max() < LOG_BELOW for t in tables.values())
 
     fig = _figure(figsize=(7.0, 6.5))
     ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     shown = []
     for name, p in probs.items():
-        table = calibration_bins(y, p, n_bins=n_bins)
+        table = tables[name]
         ece = expected_calibration_error(y, p, n_bins=n_bins)
         x, f = _on_axis(table["mean_p"], log), _on_axis(table["frac_pos"], log)
         shown += [x, f]

@@ -6,8 +6,13 @@
   regressor on the rows that did end below zero. The ratio, not the dollars, is the
   target: dollars span many orders of magnitude between a retail FX account and a whale
   on a perpetual, and a tree fitted on dollars spends its splits on account size, which
-  EAD already carries. With fewer than :data:`MIN_SEVERITY_EVENTS` below-zero rows the
-  severity is their mean ratio (a constant), which is all such data can support.
+  EAD already carries. The ratio itself spans 1e-6 (a fill just past the bankruptcy
+  price) to 1 and more (WTI below zero), so the regressor fits its logarithm and the
+  prediction is ``exp(fit) × smearing`` (Duan's estimator, the mean of ``exp(residual)``
+  on the training rows), which is positive everywhere: a fit on the raw ratio predicts
+  zero or less for classes with few events, and a zero severity would hide an account
+  from every dollar ranking. With fewer than :data:`MIN_SEVERITY_EVENTS` below-zero rows
+  the severity is their mean ratio (a constant), which is all such data can support.
 
 Ranking accounts by expected shortfall rather than by probability is what puts the
 bad-debt *dollars* at the top of an alert list: a 2% chance of losing 5% of a large book
@@ -21,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 MIN_SEVERITY_EVENTS = 50
+MIN_RATIO = 1e-9  # floor of the loss ratio before the log (a shortfall of 0 on a negative row is rounding)
 
 
 @dataclass(frozen=True)
@@ -30,12 +36,13 @@ class Severity:
     regressor: lgb.LGBMRegressor | None
     constant: float
     n_events: int
+    smearing: float = 1.0
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Severity per row, clipped to ``[0, inf)``."""
+        """Severity per row (> 0 when fitted)."""
         if self.regressor is None:
             return np.full(len(X), self.constant)
-        return np.clip(self.regressor.predict(X), 0.0, None)
+        return np.exp(self.regressor.predict(X)) * self.smearing
 
 
 def exposure(table: pd.DataFrame) -> np.ndarray:
@@ -79,8 +86,10 @@ def fit_severity(
         n_jobs=n_jobs,
         verbose=-1,
     )
-    regressor.fit(X.loc[negative], ratio)
-    return Severity(regressor=regressor, constant=constant, n_events=n_events)
+    target = np.log(np.maximum(ratio, MIN_RATIO))
+    regressor.fit(X.loc[negative], target)
+    smearing = float(np.mean(np.exp(target - regressor.predict(X.loc[negative]))))
+    return Severity(regressor=regressor, constant=constant, n_events=n_events, smearing=smearing)
 
 
 def expected_shortfall(p_negative: np.ndarray, severity: np.ndarray, notional: np.ndarray) -> np.ndarray:

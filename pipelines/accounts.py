@@ -8,10 +8,10 @@ rules only about them, for the message.
 """
 
 import json
-from datetime import UTC, datetime
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 

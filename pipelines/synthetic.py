@@ -15,6 +15,7 @@ from liqrisk.features.instruments import Instrument, instrument_from_dict
 from liqrisk.features.market import Market
 from liqrisk.pipelines.generator import GeneratorConfig, generate_accounts
 
+
 def sample_positions(
     market: Market,
     asset_class: dict[str, str],

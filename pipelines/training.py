@@ -32,7 +32,13 @@ import pandas as pd
 
 from liqrisk.features.durations import parse_duration
 from liqrisk.models.bundle import RiskModel, contributions
-from liqrisk.models.evaluate import WalkForward, baseline_scores, evaluation_table, label_parts, walk_forward
+from liqrisk.models.evaluate import (
+    WalkForward,
+    baseline_scores,
+    evaluation_table,
+    label_parts,
+    walk_forward,
+)
 from liqrisk.models.metrics import evaluate_scores
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import Split, walk_forward_splits
@@ -158,6 +164,33 @@ def best_kind(evaluation: pd.DataFrame) -> str:
     return str(ranked.idxmax())
 
 
+MIN_CLASS_EVENTS = 20
+
+
+def target_check(evaluation: pd.DataFrame, *, label: str, kind: str, min_events: int = MIN_CLASS_EVENTS) -> pd.DataFrame:
+    """Issue 5's target per group on the pooled test: PR-AUC at least twice the best rule's and
+    above the structural baseline's (groups with at least ``min_events`` events), and the top 1%
+    by expected shortfall carrying at least 70% of the bad-debt dollars."""
+    rows = []
+    for group, g in evaluation[evaluation["label"] == label].groupby("group", sort=False):
+        m = g.set_index("model")
+        pr = float(m.loc[kind, "pr_auc"])
+        rule = float(m.loc[["margin_ratio_rule", "leverage_rule"], "pr_auc"].max())
+        structural = float(m.loc["structural", "pr_auc"])
+        dollars = f"{kind}_expected_shortfall"
+        share = float(m.loc[dollars, "bad_debt_share@1%"]) if dollars in m.index else float("nan")
+        enough = int(m.loc[kind, "n_pos"]) >= min_events
+        rows.append(
+            {
+                "group": group, "events": int(m.loc[kind, "n_pos"]), "pr_auc": pr, "best_rule": rule,
+                "ratio_to_rule": pr / rule if rule > 0 else float("nan"), "structural": structural,
+                "pr_auc_met": bool(enough and pr >= 2 * rule and pr > structural) if enough else None,
+                "bad_debt_share@1%": share, "bad_debt_met": bool(share >= 0.7) if share == share else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def gate_metrics(result: TrainResult, champion: RiskModel | None) -> dict[str, Any]:
     """PR-AUC and Brier of the candidate, each baseline and the champion on the last test period."""
     label = result.config.target
@@ -236,6 +269,7 @@ def train_command(config: TrainConfig) -> int:
         backtests, skipped = event_backtests(result)
     out = config.out
     figs = figures(result, target_contributions(result))
+    check = target_check(result.evaluation, label=config.target, kind=result.kind)
     event_figs = event_figures(backtests) if backtests is not None and len(backtests) else {}
     digest = dataset_digest(config.dataset)
     with mlflow.start_run(run_name=f"{config.target}-{result.kind}") as run:
@@ -271,15 +305,16 @@ def train_command(config: TrainConfig) -> int:
         }
         report = write_training_report(
             out / "report.html", result, figs=figs, decision=decision.record(), meta=meta,
-            backtests=backtests, skipped_events=skipped, event_figs=event_figs,
+            backtests=backtests, skipped_events=skipped, event_figs=event_figs, target=check,
         )
         mlflow.log_artifact(str(report), "report")
     out.mkdir(parents=True, exist_ok=True)
     result.evaluation.to_csv(out / "evaluation.csv", index=False)
+    check.to_csv(out / "target_check.csv", index=False)
     if backtests is not None:
         backtests.to_csv(out / "event_backtests.csv", index=False)
     write_json(out / "promotion.json", decision.record() | {"version": outcome.version, "champion_version": outcome.champion_version})
-    _print_summary(result, decision.promote, outcome, report, target.ui_command)
+    _print_summary(result, decision.promote, outcome, report, target.ui_command, check)
     return 0
 
 
@@ -359,12 +394,16 @@ def event_backtests(result: TrainResult) -> tuple[pd.DataFrame | None, pd.DataFr
     return done.table, done.skipped
 
 
-def _print_summary(result: TrainResult, promoted: bool, outcome: Any, report: Path, ui: str) -> None:
+def _print_summary(
+    result: TrainResult, promoted: bool, outcome: Any, report: Path, ui: str, check: pd.DataFrame
+) -> None:
     ev = result.evaluation
     label = result.config.target
     table = ev[(ev["label"] == label)].pivot_table(index="model", columns="group", values="pr_auc", sort=False)
     print(f"\nliqrisk train: {label}, PR-AUC on the pooled walk-forward test (rows: score, columns: asset class)")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"\ntarget check ({result.kind}; PR-AUC needs >= {MIN_CLASS_EVENTS} events in the group):")
+    print(check.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\ncandidate {result.kind}: registered {outcome.name} v{outcome.version}; "
           f"{'promoted to champion' if promoted else 'not promoted'} (champion is v{outcome.champion_version})")
     print(f"report: {report}\nMLflow UI: {ui}")

@@ -11,9 +11,9 @@ from hypothesis import given
 from liqrisk.features.jumps import JUMP_FEATURES, excess_kurtosis, jump_features, jump_share
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pit_cases import (  # noqa: E402
-    assert_future_edit_changes_nothing,
+from pit_cases import (
     HYPOTHESIS,
+    assert_future_edit_changes_nothing,
     assert_prefix_unchanged,
     bars_on,
     calendar,

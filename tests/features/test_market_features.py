@@ -19,7 +19,7 @@ from liqrisk.features.sessions import CLOSURE_FEATURES, closure_features
 from liqrisk.pipelines.bars import read_bars
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pit_cases import HYPOTHESIS, apply_edit, bars_on, calendar, future_edit  # noqa: E402
+from pit_cases import HYPOTHESIS, apply_edit, bars_on, calendar, future_edit
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 DAY, FOUR_H = pd.Timedelta("1D"), pd.Timedelta("4h")

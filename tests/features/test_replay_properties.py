@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_replay import build_symbols  # noqa: E402
-from test_replay_vs_reference import _timedelta, money_agrees, random_cases  # noqa: E402
+from reference_replay import build_symbols
+from test_replay_vs_reference import _timedelta, money_agrees, random_cases
 
 PROPERTY = settings(
     max_examples=15,

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_replay import reference_replay  # noqa: E402
+from reference_replay import reference_replay
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

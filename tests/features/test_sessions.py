@@ -11,7 +11,7 @@ from hypothesis import given
 from liqrisk.features.sessions import CLOSURE_FEATURES, GAP_FEATURES, closure_features, gap_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pit_cases import (  # noqa: E402
+from pit_cases import (
     HYPOTHESIS,
     apply_edit,
     as_of_for,

@@ -11,9 +11,9 @@ from hypothesis import given
 from liqrisk.features.trend import TREND_FEATURES, trend_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pit_cases import (  # noqa: E402
-    assert_future_edit_changes_nothing,
+from pit_cases import (
     HYPOTHESIS,
+    assert_future_edit_changes_nothing,
     assert_prefix_unchanged,
     bars_on,
     calendar,

@@ -6,11 +6,18 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
-from liqrisk.models.bundle import BIAS, RiskModel, RiskModelPyfunc, contributions, input_example, requirements
+from liqrisk.models.bundle import (
+    BIAS,
+    RiskModel,
+    RiskModelPyfunc,
+    contributions,
+    input_example,
+    requirements,
+)
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import walk_forward_splits
-from liqrisk.models.train import FEATURES, model_frame, train_split, uncalibrated
 from liqrisk.models.tracking import configure_tracking
+from liqrisk.models.train import FEATURES, model_frame, train_split, uncalibrated
 
 HORIZONS = ("1h", "24h", "7d")
 

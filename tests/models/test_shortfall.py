@@ -47,3 +47,14 @@ def test_expected_shortfall_is_pd_lgd_ead() -> None:
     np.testing.assert_allclose(
         expected_shortfall(np.array([0.1, 0.5]), np.array([0.2, 0.0]), np.array([1000.0, 50.0])), [20.0, 0.0]
     )
+
+
+def test_fitted_severity_is_positive_where_training_rows_were_rare(seed: int = 5) -> None:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    X = pd.DataFrame({"cls": np.r_[np.zeros(n - 5), np.ones(5)], "noise": rng.normal(size=n)})
+    negative = np.r_[rng.random(n - 5) < 0.1, np.ones(5, dtype=bool)]
+    notional = np.full(n, 1000.0)
+    shortfall = np.where(negative, notional * np.where(X["cls"] == 1, 1e-5, 0.05), 0.0)
+    pred = fit_severity(X, shortfall, notional, negative, seed=seed).predict(X)
+    assert (pred > 0).all()

@@ -17,6 +17,7 @@ import pytest
 
 from liqrisk.pipelines.cli import main
 
+
 def eurusd() -> pd.DataFrame:
     ts = pd.date_range("2024-01-08T00:00Z", "2024-01-16T23:00Z", freq="h", unit="us")
     weekend = (ts >= pd.Timestamp("2024-01-12T22:00Z")) & (ts < pd.Timestamp("2024-01-14T22:00Z"))

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from liqrisk.pipelines.training import TrainConfig, best_kind, load_champion, run_metrics, train_command
+from liqrisk.pipelines.training import (
+    TrainConfig,
+    best_kind,
+    load_champion,
+    run_metrics,
+    train_command,
+)
 
 
 @pytest.fixture
