@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 
 from liqrisk.features.durations import parse_duration
 from liqrisk.models.shortfall import Severity, expected_shortfall, exposure
-from liqrisk.models.train import FEATURES, model_frame, uncalibrated
+from liqrisk.models.train import CATEGORICAL, INPUTS, model_frame, uncalibrated
 
 EVENTS: tuple[str, ...] = ("liquidated", "negative")
 BIAS = "bias"
@@ -33,12 +33,13 @@ BIAS = "bias"
 
 @dataclass
 class RiskModel:
-    """Calibrated classifiers per ``f"{event}_{horizon}"`` and a :class:`Severity` per horizon."""
+    """Calibrated classifiers per ``f"{event}_{horizon}"`` (``kinds`` names each one's model kind,
+    e.g. ``"lightgbm"``) and a :class:`Severity` per horizon."""
 
     horizons: tuple[str, ...]
     classifiers: dict[str, CalibratedClassifierCV]
     severity: dict[str, Severity]
-    kind: str
+    kinds: dict[str, str]
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,8 +131,8 @@ def requirements() -> list[str]:
 def input_example(table: pd.DataFrame, n: int = 2) -> pd.DataFrame:
     """``n`` rows of the model's input as a caller sends it: feature columns, numbers as
     float64 (so a NaN at inference never breaks the signature), ``asset_class`` as text."""
-    rows = table.loc[table.index[:n], list(FEATURES)].copy()
-    numeric = [c for c in FEATURES if c != "asset_class"]
+    rows = table.loc[table.index[:n], list(INPUTS)].copy()
+    numeric = [c for c in INPUTS if c != CATEGORICAL]
     rows[numeric] = rows[numeric].astype("float64").replace([np.inf, -np.inf], np.nan)
-    rows["asset_class"] = rows["asset_class"].astype(str)
+    rows[CATEGORICAL] = rows[CATEGORICAL].astype(str)
     return rows.reset_index(drop=True)

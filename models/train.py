@@ -42,12 +42,20 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from liqrisk.features.market_features import MARKET_FEATURES
 from liqrisk.features.position import POSITION_FEATURES
+from liqrisk.models.baselines import structural_baseline
 from liqrisk.models.splits import Split
 
 ASSET_CLASSES: tuple[str, ...] = ("commodity", "crypto", "equity", "fx", "index")
 CATEGORICAL = "asset_class"
 NUMERIC: tuple[str, ...] = (*POSITION_FEATURES, *MARKET_FEATURES)
-FEATURES: tuple[str, ...] = (*NUMERIC, CATEGORICAL)
+INPUTS: tuple[str, ...] = (*NUMERIC, CATEGORICAL)  # the dataset columns a model reads
+# The structural baseline's first-passage probabilities, derived from the inputs, fed to the
+# models: a tree or a linear model cannot build Φ(distance / (σ√H)) from its parts.
+STRUCTURAL_HORIZONS: dict[str, pd.Timedelta] = {
+    "1h": pd.Timedelta(hours=1), "24h": pd.Timedelta(hours=24), "7d": pd.Timedelta(days=7)
+}
+DERIVED: tuple[str, ...] = tuple(f"fp_{b}_{h}" for h in STRUCTURAL_HORIZONS for b in ("liq", "bankrupt"))
+FEATURES: tuple[str, ...] = (*NUMERIC, *DERIVED, CATEGORICAL)  # the model's columns, in order
 ASSET_CLASS_DTYPE = pd.CategoricalDtype(list(ASSET_CLASSES), ordered=False)
 
 # +1: the score never falls as the feature rises (everything else fixed); -1: never rises.
@@ -81,16 +89,22 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The model's input: :data:`FEATURES` in order, float64 with ``inf`` -> NaN, and
     ``asset_class`` as :data:`ASSET_CLASS_DTYPE` (unknown classes -> NaN). Same index as ``table``.
 
-    Raises ``KeyError`` naming the missing feature columns.
+    Reads the :data:`INPUTS` columns of ``table`` and adds :data:`DERIVED` (the structural
+    baseline's probabilities). Raises ``KeyError`` naming the missing input columns.
     """
-    missing = [c for c in FEATURES if c not in table.columns]
+    missing = [c for c in INPUTS if c not in table.columns]
     if missing:
         raise KeyError(f"model_frame: table lacks feature column(s) {missing}")
     numeric = table.loc[:, list(NUMERIC)].astype("float64")
     numeric = numeric.mask(np.isinf(numeric.to_numpy()))
+    derived = {}
+    for h, horizon in STRUCTURAL_HORIZONS.items():
+        touch = structural_baseline(table, horizon=horizon)
+        derived[f"fp_liq_{h}"] = touch["p_liq"].to_numpy(dtype=float)
+        derived[f"fp_bankrupt_{h}"] = touch["p_bankrupt"].to_numpy(dtype=float)
     raw = table[CATEGORICAL].astype("object")
     category = raw.where(raw.isin(ASSET_CLASSES)).astype(ASSET_CLASS_DTYPE)
-    return numeric.assign(**{CATEGORICAL: category})
+    return numeric.assign(**derived, **{CATEGORICAL: category})
 
 
 def monotone_vector(columns: list[str] | tuple[str, ...] = FEATURES) -> list[int]:

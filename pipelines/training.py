@@ -4,10 +4,9 @@ The flow, on a built dataset (``liqrisk build``):
 
 1. **Splits.** Expanding-window walk-forward splits over the rows since ``since``, with an
    embargo as long as the longest label horizon, so one set of splits serves every label.
-2. **Evaluation.** For the target label (``negative_24h``) every model kind and every
-   baseline on the pooled out-of-fold test rows; for the other labels the chosen kind
-   against the baselines.
-3. **Candidate.** The model kind with the best pooled PR-AUC on the target. The bundle
+2. **Evaluation.** For every label, every model kind and every baseline on the pooled
+   out-of-fold test rows.
+3. **Candidate.** Per label the model kind with the best pooled PR-AUC. The bundle
    (:class:`~liqrisk.models.bundle.RiskModel`) holds the *last fold's* fitted and
    calibrated models for every label: exactly what was evaluated on the last test period,
    so the gate compares like with like.
@@ -122,7 +121,8 @@ def training_splits(table: pd.DataFrame, config: TrainConfig, horizons: Sequence
 
 
 def train_models(config: TrainConfig, table: pd.DataFrame) -> TrainResult:
-    """Evaluate every label walk-forward and assemble the candidate bundle (module docstring, steps 1–3)."""
+    """Evaluate every label walk-forward with every model kind and assemble the candidate bundle:
+    per label the kind with the best pooled PR-AUC (module docstring, steps 1–3)."""
     started = time.perf_counter()
     table = table[table["as_of"] >= pd.Timestamp(config.since, tz="UTC")].reset_index(drop=True)
     horizons = dataset_horizons(table)
@@ -130,22 +130,21 @@ def train_models(config: TrainConfig, table: pd.DataFrame) -> TrainResult:
         raise ValueError(f"target {config.target!r} is not a label of the dataset (horizons {list(horizons)})")
     splits = training_splits(table, config, horizons)
     seconds: dict[str, float] = {}
-    walks = {config.target: _walk(table, splits, config, config.target, MODEL_KINDS)}
-    seconds[config.target] = time.perf_counter() - started
-    kind = best_kind(evaluation_table(table, walks[config.target]))
-    for label in (f"{e}_{h}" for h in horizons for e in ("liquidated", "negative")):
-        if label not in walks:
-            t0 = time.perf_counter()
-            walks[label] = _walk(table, splits, config, label, (kind,))
-            seconds[label] = time.perf_counter() - t0
+    walks: dict[str, WalkForward] = {}
+    labels = [config.target, *(f"{e}_{h}" for h in horizons for e in ("liquidated", "negative"))]
+    for label in dict.fromkeys(labels):
+        t0 = time.perf_counter()
+        walks[label] = _walk(table, splits, config, label, MODEL_KINDS)
+        seconds[label] = time.perf_counter() - t0
     evaluation = pd.concat(
         [evaluation_table(table, w).assign(label=label) for label, w in walks.items()], ignore_index=True
     )
+    kinds = {label: best_kind(evaluation[evaluation["label"] == label]) for label in walks}
     bundle = RiskModel(
         horizons=horizons,
-        classifiers={label: w.last_models[kind] for label, w in walks.items()},
+        classifiers={label: w.last_models[kinds[label]] for label, w in walks.items()},
         severity={h: _severity(table, splits[-1], h, config.seed) for h in horizons},
-        kind=kind,
+        kinds=kinds,
         info={
             "train_period": str(splits[-1].train_period),
             "calibration_period": str(splits[-1].calibration_period),
@@ -153,6 +152,7 @@ def train_models(config: TrainConfig, table: pd.DataFrame) -> TrainResult:
             "train_end": splits[-1].calibration_period.end.isoformat(),
         },
     )
+    kind = kinds[config.target]
     seconds["total"] = time.perf_counter() - started
     return TrainResult(config, table, splits, horizons, walks, evaluation, kind, bundle, seconds)
 
@@ -273,7 +273,8 @@ def train_command(config: TrainConfig) -> int:
     event_figs = event_figures(backtests) if backtests is not None and len(backtests) else {}
     digest = dataset_digest(config.dataset)
     with mlflow.start_run(run_name=f"{config.target}-{result.kind}") as run:
-        mlflow.log_params(config.params() | {"kind": result.kind, "horizons": ",".join(result.horizons)})
+        kinds = {f"kind.{label}": kind for label, kind in result.bundle.kinds.items()}
+        mlflow.log_params(config.params() | kinds | {"horizons": ",".join(result.horizons)})
         mlflow.set_tags({"dataset_sha256": digest, "dataset_config_hash": card.get("config_hash", ""), "target": config.target})
         for split in result.splits:
             mlflow.log_dict(split.record(), f"splits/fold_{split.fold}.json")

@@ -49,7 +49,7 @@ def _model(table: pd.DataFrame, fitted: dict[str, dict], kind: str) -> RiskModel
         horizons=("7d", "1h", "24h"),  # any order in, sorted by duration
         classifiers={label: models[kind] for label, models in fitted.items()},
         severity=severity,
-        kind=kind,
+        kinds={label: kind for label in fitted},
     )
 
 
@@ -71,7 +71,7 @@ def test_missing_label_is_refused(table, fitted) -> None:
     model = _model(table, fitted, "lightgbm")
     classifiers = {k: v for k, v in model.classifiers.items() if k != "negative_1h"}
     with pytest.raises(ValueError, match="negative_1h"):
-        RiskModel(horizons=HORIZONS, classifiers=classifiers, severity=model.severity, kind="lightgbm")
+        RiskModel(horizons=HORIZONS, classifiers=classifiers, severity=model.severity, kinds=model.kinds)
 
 
 @pytest.mark.parametrize("kind", ["lightgbm", "logistic"])

@@ -1,0 +1,994 @@
+"""The warnings store: account levels, the append-only warnings feed, webhooks and their outbox.
+
+SQLAlchemy 2 Core on SQLite (a file, WAL) by default or PostgreSQL by URL (psycopg 3).
+
+Choices, stated once:
+
+- **Durable before the answer.** :func:`record_scores` reads and updates ``account_state``,
+  appends the raised warnings and one pending delivery per active webhook in ONE transaction
+  and returns only after it committed (SQLite ``synchronous=FULL``; PostgreSQL's default
+  ``synchronous_commit=on``). The request that raised a warning is answered after that, so an
+  acknowledged warning is never lost and a lost one was never acknowledged (transactional outbox:
+  no dual write to a broker, the sender reads the same database later).
+- **Feed ids are assigned in commit order.** A warning's id is an integer taken from the single
+  ``feed_head`` row (``UPDATE feed_head SET last_seq = last_seq + n RETURNING last_seq``) inside
+  the writing transaction. The row lock is held until commit, so the next writer can take its
+  ids only after the previous one is committed and visible: ids are gapless and a reader's
+  snapshot always holds a *prefix* of them. A reader paging with ``id > cursor`` therefore never
+  skips a warning that commits later. SQLite gives the same for free (one writer at a time,
+  ``BEGIN IMMEDIATE``); on PostgreSQL the lock is what makes it true. The rejected
+  alternatives: ULIDs or a ``SERIAL``/``IDENTITY`` column are taken at insert time, not commit
+  time, so two writers can commit out of order (ids 7 then 6) and a consumer that already read
+  7 would never see 6; a "visible up to" watermark over transaction ids
+  (``pg_snapshot_xmin``) avoids the lock but is PostgreSQL-only and harder to get right. The
+  cost of the lock is that writers which raise warnings commit one at a time; raises are rare
+  next to scores, and scores that raise nothing never take it.
+- **Hysteresis memory is locked per account.** ``account_state`` rows are created if missing
+  (``INSERT … ON CONFLICT DO NOTHING``) and read ``FOR UPDATE`` in sorted account order, so
+  two requests scoring the same account concurrently cannot both raise the same warning and
+  cannot deadlock (SQLite serialises writers anyway). A score older than the one already
+  applied to its account is ignored, so requests arriving out of order do not move levels back.
+- **Claims are atomic and fenced.** :func:`claim_due` moves due rows to ``delivering`` with a
+  lease and a fresh ``lease_token`` in one ``UPDATE`` whose row choice is a CTE
+  ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL (two workers never pick the same row and do
+  not wait on each other) and runs under ``BEGIN IMMEDIATE`` on SQLite (one writer at a time).
+  :func:`mark_delivered` / :func:`mark_failed` only change a row whose token still matches,
+  so a worker whose lease ran out cannot overwrite the outcome of the one that took over.
+  A lease that expires (a crashed worker) makes the row due again: delivery is at-least-once
+  and the unchanging ``message_id`` (the ``webhook-id`` header) lets consumers drop repeats.
+- **Times are aware UTC** in and out (:class:`UTCDateTime`); SQLite stores them as naive UTC
+  text, which sorts and compares correctly.
+- **Secrets are stored as given**: they sign, so they must be readable; :class:`Webhook` keeps
+  them out of its ``repr``.
+"""
+
+import base64
+import binascii
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+
+from liqrisk.features.errors import InputError
+from liqrisk.serve.levels import Level, Thresholds, is_raise, next_level
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+MAX_PAGE = 1000
+MAX_ACCOUNTS_PER_CALL = 10_000  # keeps "account_id IN (...)" under every driver's bind limit
+_FEED_HEAD_ID = 1
+_SQLITE_BEGIN = "liqrisk_sqlite_begin"  # execution option read by the SQLite "begin" hook
+_SCHEMA_LOCK_KEY = 0x6C717269736B  # pg_advisory_xact_lock key for create_schema ("lqrisk")
+_RETRYABLE_PG_CODES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timestamp column that takes and gives aware UTC datetimes on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+feed_head = sa.Table(
+    "feed_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+)
+
+account_state = sa.Table(
+    "account_state",
+    metadata,
+    sa.Column("account_id", sa.String(200), primary_key=True),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),  # scored_at of the last applied score
+)
+
+warnings_table = sa.Table(
+    "warnings",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),  # from feed_head
+    sa.Column("account_id", sa.String(200), nullable=False, index=True),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("previous_level", sa.SmallInteger, nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("model_version", sa.String(200), nullable=False),
+    sa.Column("scored_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+webhooks_table = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime),
+    sa.Column("disabled_reason", sa.Text),
+)
+
+deliveries_table = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
+    ),  # INTEGER PRIMARY KEY is SQLite's autoincrementing rowid
+    sa.Column("warning_id", sa.BigInteger, sa.ForeignKey("warnings.id"), nullable=False),
+    sa.Column("webhook_id", sa.String(40), sa.ForeignKey("webhooks.id"), nullable=False),
+    sa.Column("message_id", sa.String(64), nullable=False),  # the webhook-id header
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("lease_token", sa.String(32)),
+    sa.Column("claimed_by", sa.String(200)),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("webhook_id", "message_id"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'delivering', 'delivered', 'failed')", name="delivery_status"
+    ),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_warning", "warning_id"),
+)
+
+
+class DeliveryStatus(StrEnum):
+    """Where one warning stands with one webhook."""
+
+    PENDING = "pending"  # waiting for next_attempt_at
+    DELIVERING = "delivering"  # claimed by a worker until lease_until
+    DELIVERED = "delivered"  # a 2xx was received
+    FAILED = "failed"  # given up: attempts exhausted, or the webhook was disabled
+
+
+@dataclass(frozen=True)
+class ScoreEvent:
+    """One account's score, as produced by the scoring route.
+
+    Parameters
+    ----------
+    account_id : str
+    probability : float
+        Probability in [0, 1] that drives the warning level.
+    scored_at : datetime
+        Aware time of the score; a score older than the last one applied to the account is
+        ignored.
+    model_version : str
+        Recorded on the warning so a consumer knows which model raised it.
+    """
+
+    account_id: str
+    probability: float
+    scored_at: datetime
+    model_version: str = ""
+
+
+@dataclass(frozen=True)
+class AccountWarning:
+    """A stored warning: an account reached ``level`` from ``previous_level``.
+
+    ``id`` is the feed position (gapless, in commit order); ``cursor`` is the same as a string.
+    """
+
+    id: int
+    account_id: str
+    level: Level
+    previous_level: Level
+    probability: float
+    threshold: float
+    model_version: str
+    scored_at: datetime
+    created_at: datetime
+
+    @property
+    def cursor(self) -> str:
+        """Pass as ``after`` to read the warnings that follow this one."""
+        return str(self.id)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the feed; ``next_cursor`` is where the next read starts (same if empty)."""
+
+    items: list[AccountWarning]
+    next_cursor: str
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A registered endpoint; ``secret`` (``whsec_<base64>``) signs what is sent to it."""
+
+    id: str
+    url: str
+    secret: str = field(repr=False)
+    description: str
+    active: bool
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One warning × one webhook; ``lease_token`` identifies the claim that may settle it."""
+
+    id: int
+    warning_id: int
+    webhook_id: str
+    message_id: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    lease_until: datetime | None
+    lease_token: str | None = field(repr=False)
+    claimed_by: str | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery claimed by a worker, with what it needs to send it."""
+
+    delivery: Delivery
+    webhook: Webhook
+    warning: AccountWarning
+
+
+# --- engine and schema -------------------------------------------------------------------
+
+
+def create_engine_for(url: str, **kwargs: Any) -> Engine:
+    """An engine for the warnings store, configured for its backend.
+
+    ``postgresql://`` URLs get the psycopg 3 driver. SQLite gets WAL (readers never block the
+    writer), a busy timeout (writers queue instead of failing), foreign keys,
+    ``synchronous=FULL`` (a commit survives power loss) and SQLAlchemy-emitted ``BEGIN`` so
+    write transactions can start with ``BEGIN IMMEDIATE``. Use a file: each connection to
+    ``sqlite://`` (memory) would see its own empty database.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL, e.g. ``sqlite:///warnings.db`` or
+        ``postgresql+psycopg://user:pw@host/db``.
+    **kwargs
+        Passed to :func:`sqlalchemy.create_engine`.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
+        engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        return sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
+    raise InputError(
+        f"warnings store: unsupported database {backend!r} in URL; use sqlite or postgresql"
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver stops emitting BEGIN; we do
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(_SQLITE_BEGIN, 'DEFERRED')}")
+
+
+@contextmanager
+def _write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, so it never fails to upgrade a read
+    lock halfway (``database is locked``) but waits its turn at the start."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables and the feed counter if missing; safe to run from several processes."""
+    with _write(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+        metadata.create_all(conn)
+        conn.execute(
+            _insert_ignore(conn, feed_head).values(id=_FEED_HEAD_ID, last_seq=0),
+        )
+
+
+def _insert_ignore(conn: Connection, table: sa.Table) -> Any:
+    dialect_insert = pg.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key))
+
+
+# --- scores and warnings -----------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    level: Level
+    probability: float
+    updated_at: datetime
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class _Raise:
+    event: ScoreEvent
+    previous: Level
+    level: Level
+
+
+def record_scores(
+    engine: Engine,
+    scores: Sequence[ScoreEvent],
+    thresholds: Thresholds,
+    *,
+    now: datetime | None = None,
+) -> list[AccountWarning]:
+    """Apply scores to the accounts' levels and store the warnings they raise, durably.
+
+    In one transaction: lock (creating if new) each account's state, compute its next level
+    with hysteresis, save it, append a warning for every new or escalated level and queue one
+    delivery per active webhook. When this returns the transaction has committed; if anything
+    fails nothing is written.
+
+    Parameters
+    ----------
+    engine : Engine
+    scores : sequence of ScoreEvent
+        Applied in order; an account may appear more than once.
+    thresholds : Thresholds
+    now : datetime, optional
+        Aware time stamped on new warnings and deliveries (default: the clock).
+
+    Returns
+    -------
+    list of AccountWarning
+        The warnings raised, in feed order (empty if none).
+
+    Raises
+    ------
+    InputError
+        A score is out of [0, 1], has a naive ``scored_at`` or an empty account id, or there
+        are more than :data:`MAX_ACCOUNTS_PER_CALL` accounts; nothing is written.
+    """
+    _check_scores(scores)
+    if not scores:
+        return []
+    now = _aware(now)
+    for attempt in range(3):
+        try:
+            return _record_scores_once(engine, scores, thresholds, now)
+        except sa.exc.DBAPIError as exc:
+            if attempt == 2 or _pg_code(exc) not in _RETRYABLE_PG_CODES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record_scores_once(
+    engine: Engine, scores: Sequence[ScoreEvent], thresholds: Thresholds, now: datetime
+) -> list[AccountWarning]:
+    with _write(engine) as conn:
+        states = _lock_states(conn, sorted({s.account_id for s in scores}))
+        raises = _apply_scores(states, scores, thresholds)
+        _save_states(conn, states)
+        if not raises:
+            return []
+        first = _allocate_ids(conn, len(raises))
+        warnings = [
+            AccountWarning(
+                id=first + i,
+                account_id=r.event.account_id,
+                level=r.level,
+                previous_level=r.previous,
+                probability=float(r.event.probability),
+                threshold=thresholds.threshold(r.level),
+                model_version=r.event.model_version,
+                scored_at=r.event.scored_at,
+                created_at=now,
+            )
+            for i, r in enumerate(raises)
+        ]
+        conn.execute(sa.insert(warnings_table), [_warning_row(w) for w in warnings])
+        _fan_out(conn, warnings, now)
+    return warnings
+
+
+def _check_scores(scores: Sequence[ScoreEvent]) -> None:
+    accounts = {s.account_id for s in scores}
+    if len(accounts) > MAX_ACCOUNTS_PER_CALL:
+        raise InputError(
+            f"scores: {len(accounts)} accounts in one call, at most {MAX_ACCOUNTS_PER_CALL}"
+        )
+    checks: list[tuple[str, str, Callable[[ScoreEvent], bool]]] = [
+        ("account_id", "must be a non-empty string", lambda s: not s.account_id),
+        ("probability", "must be in [0, 1]", lambda s: not 0.0 <= s.probability <= 1.0),
+        ("scored_at", "must be timezone-aware", lambda s: s.scored_at.tzinfo is None),
+    ]
+    for name, rule, bad in checks:
+        rows = [i for i, s in enumerate(scores) if bad(s)]
+        if rows:
+            first = scores[rows[0]]
+            raise InputError(
+                f"scores: {name} {rule}, got {getattr(first, name)!r} at row {rows[0]} "
+                f"(account_id={first.account_id!r}); {len(rows)} row(s) affected"
+            )
+
+
+def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
+    placeholder = {"level": int(Level.NONE), "probability": 0.0, "updated_at": _EPOCH}
+    conn.execute(
+        _insert_ignore(conn, account_state), [{"account_id": a, **placeholder} for a in accounts]
+    )
+    query = (
+        sa.select(account_state)
+        .where(account_state.c.account_id.in_(accounts))
+        .order_by(account_state.c.account_id)
+        .with_for_update()  # rendered on PostgreSQL only; SQLite already holds the write lock
+    )
+    return {
+        r.account_id: _State(Level(r.level), r.probability, r.updated_at)
+        for r in conn.execute(query)
+    }
+
+
+def _apply_scores(
+    states: Mapping[str, _State], scores: Sequence[ScoreEvent], thresholds: Thresholds
+) -> list[_Raise]:
+    raises = []
+    for score in scores:
+        state = states[score.account_id]
+        if score.scored_at < state.updated_at:
+            continue  # an older score arriving late must not undo a newer one
+        new = next_level(state.level, score.probability, thresholds)
+        if is_raise(state.level, new):
+            raises.append(_Raise(score, state.level, new))
+        state.level, state.probability, state.updated_at = new, score.probability, score.scored_at
+        state.changed = True
+    return raises
+
+
+def _save_states(conn: Connection, states: Mapping[str, _State]) -> None:
+    rows = [
+        {"b_id": a, "b_level": int(s.level), "b_p": float(s.probability), "b_at": s.updated_at}
+        for a, s in states.items()
+        if s.changed
+    ]
+    if rows:
+        stmt = (
+            sa.update(account_state)
+            .where(account_state.c.account_id == sa.bindparam("b_id"))
+            .values(
+                level=sa.bindparam("b_level"),
+                probability=sa.bindparam("b_p"),
+                updated_at=sa.bindparam("b_at", type_=UTCDateTime),
+            )
+        )
+        conn.execute(stmt, rows)
+
+
+def _allocate_ids(conn: Connection, n: int) -> int:
+    """First of ``n`` consecutive feed ids; locks ``feed_head`` until this transaction ends."""
+    last = conn.execute(
+        sa.update(feed_head)
+        .where(feed_head.c.id == _FEED_HEAD_ID)
+        .values(last_seq=feed_head.c.last_seq + n)
+        .returning(feed_head.c.last_seq)
+    ).scalar_one()
+    return int(last) - n + 1
+
+
+def _fan_out(conn: Connection, warnings: Sequence[AccountWarning], now: datetime) -> None:
+    hooks = (
+        conn.execute(
+            sa.select(webhooks_table.c.id)
+            .where(webhooks_table.c.active)
+            .order_by(webhooks_table.c.id)
+        )
+        .scalars()
+        .all()
+    )
+    rows: list[dict[str, Any]] = []
+    for w in warnings:
+        message_id = f"msg_{uuid.uuid4().hex}"  # one per warning, the same for every webhook
+        rows.extend(
+            {
+                "warning_id": w.id,
+                "webhook_id": hook,
+                "message_id": message_id,
+                "status": DeliveryStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for hook in hooks
+        )
+    if rows:
+        conn.execute(sa.insert(deliveries_table), rows)
+
+
+def parse_cursor(cursor: str | None) -> int:
+    """Feed position from a cursor string; ``None`` or ``""`` is the start of the feed.
+
+    Raises
+    ------
+    InputError
+        If the cursor is not one this store handed out.
+    """
+    if cursor is None or cursor == "":
+        return 0
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19:
+        raise InputError(
+            f"warnings feed: after must be a cursor from a previous page, got {cursor!r}"
+        )
+    return int(cursor)
+
+
+def warnings_after(engine: Engine, cursor: str | None, limit: int = 100) -> Page:
+    """The warnings after ``cursor``, oldest first, at most ``limit`` of them.
+
+    Each warning appears exactly once across successive pages, even while writers commit
+    concurrently (see the module notes): a consumer that stores ``next_cursor`` after handling
+    a page and resumes from it after a crash misses nothing.
+
+    Parameters
+    ----------
+    engine : Engine
+    cursor : str or None
+        ``next_cursor`` of the previous page, or None/``""`` for the start.
+    limit : int
+        1 to :data:`MAX_PAGE`.
+
+    Returns
+    -------
+    Page
+    """
+    after = parse_cursor(cursor)
+    if not 1 <= limit <= MAX_PAGE:
+        raise InputError(f"warnings feed: limit must be in [1, {MAX_PAGE}], got {limit}")
+    query = (
+        sa.select(warnings_table)
+        .where(warnings_table.c.id > after)
+        .order_by(warnings_table.c.id)
+        .limit(limit + 1)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    items = [_warning_from(r._mapping) for r in rows[:limit]]
+    return Page(items, items[-1].cursor if items else str(after), len(rows) > limit)
+
+
+def get_warning(engine: Engine, warning_id: int) -> AccountWarning | None:
+    """One warning by id, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(warnings_table).where(warnings_table.c.id == warning_id)
+        ).first()
+    return None if row is None else _warning_from(row._mapping)
+
+
+def account_level(engine: Engine, account_id: str) -> Level:
+    """Level the account holds now (``Level.NONE`` if never scored)."""
+    with engine.connect() as conn:
+        level = conn.execute(
+            sa.select(account_state.c.level).where(account_state.c.account_id == account_id)
+        ).scalar()
+    return Level.NONE if level is None else Level(level)
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def register_webhook(
+    engine: Engine,
+    url: str,
+    *,
+    secret: str | None = None,
+    description: str = "",
+    now: datetime | None = None,
+) -> Webhook:
+    """Register an endpoint; warnings raised after this returns are queued for it.
+
+    A warning raised by a request running concurrently with the registration may not be (its
+    transaction read the webhooks before this one committed); the feed has every warning.
+
+    Parameters
+    ----------
+    url : str
+        ``http`` or ``https`` URL with a host. Whether private addresses are allowed (SSRF)
+        is the route's decision, made before calling this.
+    secret : str, optional
+        ``whsec_<base64 of 24 to 64 bytes>``; generated when omitted. Stored as given.
+    description : str
+
+    Returns
+    -------
+    Webhook
+        Including the secret, which the caller shows once.
+    """
+    _check_url(url)
+    secret = new_secret() if secret is None else _checked_secret(secret)
+    hook = Webhook(
+        id=f"wh_{uuid.uuid4().hex}",
+        url=url,
+        secret=secret,
+        description=description,
+        active=True,
+        created_at=_aware(now),
+        disabled_at=None,
+        disabled_reason=None,
+    )
+    with _write(engine) as conn:
+        conn.execute(sa.insert(webhooks_table).values(**_webhook_row(hook)))
+    return hook
+
+
+def list_webhooks(engine: Engine, *, active_only: bool = False) -> list[Webhook]:
+    """Registered webhooks, oldest first."""
+    query = sa.select(webhooks_table).order_by(webhooks_table.c.created_at, webhooks_table.c.id)
+    if active_only:
+        query = query.where(webhooks_table.c.active)
+    with engine.connect() as conn:
+        return [_webhook_from(r._mapping) for r in conn.execute(query)]
+
+
+def get_webhook(engine: Engine, webhook_id: str) -> Webhook | None:
+    """One webhook by id, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(webhooks_table).where(webhooks_table.c.id == webhook_id)
+        ).first()
+    return None if row is None else _webhook_from(row._mapping)
+
+
+def disable_webhook(
+    engine: Engine, webhook_id: str, *, reason: str, now: datetime | None = None
+) -> bool:
+    """Stop sending to a webhook; its pending deliveries become ``failed`` with ``reason``.
+
+    Returns
+    -------
+    bool
+        True if it was active.
+    """
+    now = _aware(now)
+    with _write(engine) as conn:
+        changed = conn.execute(
+            sa.update(webhooks_table)
+            .where(webhooks_table.c.id == webhook_id, webhooks_table.c.active)
+            .values(active=False, disabled_at=now, disabled_reason=reason)
+        ).rowcount
+        conn.execute(
+            sa.update(deliveries_table)
+            .where(
+                deliveries_table.c.webhook_id == webhook_id,
+                deliveries_table.c.status == DeliveryStatus.PENDING.value,
+            )
+            .values(status=DeliveryStatus.FAILED.value, last_error=f"webhook disabled: {reason}")
+        )
+    return changed == 1
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"webhook: url must be an http(s) URL with a host, got {url!r}")
+
+
+def _checked_secret(secret: str) -> str:
+    prefix = "whsec_"
+    try:
+        key = base64.b64decode(secret.removeprefix(prefix), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not secret.startswith(prefix) or not 24 <= len(key) <= 64:
+        raise InputError("webhook: secret must be 'whsec_' + base64 of 24 to 64 bytes")
+    return secret
+
+
+# --- the outbox --------------------------------------------------------------------------
+
+
+def delivery_state(
+    engine: Engine,
+    *,
+    warning_id: int | None = None,
+    delivery_id: int | None = None,
+    webhook_id: str | None = None,
+) -> list[Delivery]:
+    """Deliveries matching every filter given, by id (all of them if none is given)."""
+    d = deliveries_table
+    query = sa.select(d).order_by(d.c.id)
+    for column, value in (
+        (d.c.warning_id, warning_id),
+        (d.c.id, delivery_id),
+        (d.c.webhook_id, webhook_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    with engine.connect() as conn:
+        return [_delivery_from(r._mapping) for r in conn.execute(query)]
+
+
+def claim_due(
+    engine: Engine,
+    *,
+    worker: str,
+    limit: int = 16,
+    lease: timedelta = timedelta(minutes=2),
+    now: datetime | None = None,
+) -> list[Claim]:
+    """Atomically take up to ``limit`` due deliveries for ``worker`` until ``now + lease``.
+
+    Due: ``pending`` with ``next_attempt_at <= now``, or ``delivering`` whose lease expired
+    (its worker died), for an active webhook; oldest first. Each claim counts one attempt.
+    No two callers, in any process, get the same delivery under the same lease.
+
+    Parameters
+    ----------
+    worker : str
+        Recorded in ``claimed_by`` for operators.
+    limit : int
+    lease : timedelta
+        Must outlast sending the whole batch; the sender checks it.
+    now : datetime, optional
+
+    Returns
+    -------
+    list of Claim
+        Ordered by delivery id.
+    """
+    now = _aware(now)
+    token = uuid.uuid4().hex
+    d, h = deliveries_table, webhooks_table
+    due = (
+        sa.select(d.c.id)
+        .join(h, h.c.id == d.c.webhook_id)
+        .where(
+            h.c.active,
+            sa.or_(
+                sa.and_(d.c.status == DeliveryStatus.PENDING.value, d.c.next_attempt_at <= now),
+                sa.and_(d.c.status == DeliveryStatus.DELIVERING.value, d.c.lease_until <= now),
+            ),
+        )
+        .order_by(d.c.next_attempt_at, d.c.id)
+        .limit(limit)
+    )
+    with _write(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            # a locking CTE runs once; SKIP LOCKED passes over rows another worker is taking
+            due = due.with_for_update(skip_locked=True, of=d)
+        picked = due.cte("due")
+        conn.execute(
+            sa.update(d)
+            .where(d.c.id.in_(sa.select(picked.c.id)))
+            .values(
+                status=DeliveryStatus.DELIVERING.value,
+                attempts=d.c.attempts + 1,
+                lease_until=now + lease,
+                lease_token=token,
+                claimed_by=worker,
+            )
+        )
+        rows = conn.execute(
+            sa.select(d, h, warnings_table)
+            .join(h, h.c.id == d.c.webhook_id)
+            .join(warnings_table, warnings_table.c.id == d.c.warning_id)
+            .where(d.c.lease_token == token)
+            .order_by(d.c.id)
+        ).all()
+    return [_claim_from(r._mapping) for r in rows]
+
+
+def mark_delivered(
+    engine: Engine, delivery: Delivery, *, status_code: int, now: datetime | None = None
+) -> bool:
+    """Record a 2xx for a claimed delivery.
+
+    Returns
+    -------
+    bool
+        False if the claim was lost (lease expired and someone else took the row).
+    """
+    return _settle(
+        engine,
+        delivery,
+        status=DeliveryStatus.DELIVERED,
+        last_status_code=status_code,
+        last_error=None,
+        delivered_at=_aware(now),
+    )
+
+
+def mark_failed(
+    engine: Engine,
+    delivery: Delivery,
+    *,
+    error: str,
+    retry_at: datetime | None,
+    status_code: int | None = None,
+) -> bool:
+    """Record a failed attempt: due again at ``retry_at``, or given up (``failed``) if None.
+
+    Returns
+    -------
+    bool
+        False if the claim was lost.
+    """
+    values: dict[str, Any] = {"last_status_code": status_code, "last_error": error[:2000]}
+    if retry_at is None:
+        return _settle(engine, delivery, status=DeliveryStatus.FAILED, **values)
+    return _settle(
+        engine, delivery, status=DeliveryStatus.PENDING, next_attempt_at=_aware(retry_at), **values
+    )
+
+
+def _settle(engine: Engine, delivery: Delivery, *, status: DeliveryStatus, **values: Any) -> bool:
+    if delivery.lease_token is None:
+        raise ValueError(f"delivery {delivery.id} was not claimed (no lease token)")
+    d = deliveries_table
+    with _write(engine) as conn:
+        changed = conn.execute(
+            sa.update(d)
+            .where(
+                d.c.id == delivery.id,
+                d.c.lease_token == delivery.lease_token,
+                d.c.status == DeliveryStatus.DELIVERING.value,
+            )
+            .values(status=status.value, lease_until=None, lease_token=None, **values)
+        ).rowcount
+    return changed == 1
+
+
+# --- rows <-> objects ---------------------------------------------------------------------
+
+
+def _aware(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError(f"naive datetime {now!r}: pass an aware (UTC) datetime")
+    return now.astimezone(UTC)
+
+
+def _pg_code(exc: sa.exc.DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def _warning_row(w: AccountWarning) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "account_id": w.account_id,
+        "level": int(w.level),
+        "previous_level": int(w.previous_level),
+        "probability": w.probability,
+        "threshold": w.threshold,
+        "model_version": w.model_version,
+        "scored_at": w.scored_at,
+        "created_at": w.created_at,
+    }
+
+
+def _warning_from(m: Mapping[Any, Any]) -> AccountWarning:
+    return AccountWarning(
+        id=m["id"],
+        account_id=m["account_id"],
+        level=Level(m["level"]),
+        previous_level=Level(m["previous_level"]),
+        probability=m["probability"],
+        threshold=m["threshold"],
+        model_version=m["model_version"],
+        scored_at=m["scored_at"],
+        created_at=m["created_at"],
+    )
+
+
+def _webhook_row(h: Webhook) -> dict[str, Any]:
+    return {
+        "id": h.id,
+        "url": h.url,
+        "secret": h.secret,
+        "description": h.description,
+        "active": h.active,
+        "created_at": h.created_at,
+        "disabled_at": h.disabled_at,
+        "disabled_reason": h.disabled_reason,
+    }
+
+
+def _webhook_from(m: Mapping[Any, Any]) -> Webhook:
+    return Webhook(
+        id=m["id"],
+        url=m["url"],
+        secret=m["secret"],
+        description=m["description"],
+        active=bool(m["active"]),
+        created_at=m["created_at"],
+        disabled_at=m["disabled_at"],
+        disabled_reason=m["disabled_reason"],
+    )
+
+
+def _delivery_from(m: Mapping[Any, Any]) -> Delivery:
+    return Delivery(
+        id=m["id"],
+        warning_id=m["warning_id"],
+        webhook_id=m["webhook_id"],
+        message_id=m["message_id"],
+        status=DeliveryStatus(m["status"]),
+        attempts=m["attempts"],
+        next_attempt_at=m["next_attempt_at"],
+        lease_until=m["lease_until"],
+        lease_token=m["lease_token"],
+        claimed_by=m["claimed_by"],
+        last_status_code=m["last_status_code"],
+        last_error=m["last_error"],
+        delivered_at=m["delivered_at"],
+        created_at=m["created_at"],
+    )
+
+
+def _claim_from(m: Mapping[Any, Any]) -> Claim:
+    def own(table: sa.Table) -> dict[str, Any]:  # the joined row holds three tables' "id"
+        return {c.name: m[c] for c in table.c}
+
+    return Claim(
+        _delivery_from(own(deliveries_table)),
+        _webhook_from(own(webhooks_table)),
+        _warning_from(own(warnings_table)),
+    )

@@ -1,0 +1,77 @@
+"""Fixtures for the warnings store and webhook sender: real databases and a real HTTP receiver.
+
+``db_url`` runs a test once on a SQLite file and once on PostgreSQL. PostgreSQL is the server
+at ``LIQRISK_TEST_POSTGRES_URL`` if set, else a throwaway one started from Debian's package
+binaries (``postgres_server.py``); each test gets its own schema. Where no server can be had the
+PostgreSQL runs skip with the reason, or fail if ``LIQRISK_TEST_POSTGRES_REQUIRED=1``.
+"""
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine, make_url
+
+from liqrisk.serve.store import create_engine_for, create_schema
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import postgres_server
+from serve_support import Receiver
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL database the tests may create schemas in."""
+    given = os.environ.get("LIQRISK_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    try:
+        server = postgres_server.start()
+    except postgres_server.Unavailable as exc:
+        if os.environ.get("LIQRISK_TEST_POSTGRES_REQUIRED") == "1":
+            pytest.fail(f"PostgreSQL required but unavailable: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new schema on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warnings.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine_for(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = make_url(base)
+    url = url.update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """Engine on ``db_url`` with the schema created."""
+    eng = create_engine_for(db_url)
+    create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as r:
+        yield r

@@ -1,0 +1,368 @@
+"""The warnings store on real databases: every test runs on a SQLite file and on PostgreSQL."""
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from liqrisk.features.errors import InputError
+from liqrisk.serve.levels import Level, Thresholds
+from liqrisk.serve.store import (
+    DeliveryStatus,
+    ScoreEvent,
+    account_level,
+    claim_due,
+    create_engine_for,
+    create_schema,
+    delivery_state,
+    disable_webhook,
+    list_webhooks,
+    mark_delivered,
+    mark_failed,
+    record_scores,
+    register_webhook,
+    warnings_after,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_support import HELPER, count_rows, run_threads
+
+T = Thresholds(watch=0.2, warning=0.4, critical=0.7, hysteresis=0.2)
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def score(account: str, p: float, minutes: int = 0) -> ScoreEvent:
+    return ScoreEvent(account, p, T0 + timedelta(minutes=minutes), model_version="m1")
+
+
+def test_raise_repeat_escalate(engine: Engine) -> None:
+    first = record_scores(engine, [score("a", 0.45), score("b", 0.1)], T)
+    assert [(w.account_id, w.previous_level, w.level) for w in first] == [
+        ("a", Level.NONE, Level.WARNING)
+    ]
+    assert first[0].threshold == 0.4 and first[0].model_version == "m1"
+
+    assert record_scores(engine, [score("a", 0.5, 1), score("a", 0.35, 2)], T) == []  # held
+
+    escalated = record_scores(engine, [score("a", 0.8, 3)], T)
+    assert [(w.previous_level, w.level) for w in escalated] == [(Level.WARNING, Level.CRITICAL)]
+    assert [w.id for w in warnings_after(engine, None).items] == [first[0].id, escalated[0].id]
+    assert account_level(engine, "a") == Level.CRITICAL
+    assert account_level(engine, "b") == Level.NONE
+    assert account_level(engine, "never-scored") == Level.NONE
+
+
+def test_cooling_then_climbing_raises_again(engine: Engine) -> None:
+    assert len(record_scores(engine, [score("a", 0.75)], T)) == 1
+    assert record_scores(engine, [score("a", 0.3, 1)], T) == []  # down to watch: not news
+    assert account_level(engine, "a") == Level.WATCH
+    again = record_scores(engine, [score("a", 0.72, 2)], T)
+    assert [(w.previous_level, w.level) for w in again] == [(Level.WATCH, Level.CRITICAL)]
+
+
+def test_a_late_older_score_is_ignored(engine: Engine) -> None:
+    record_scores(engine, [score("a", 0.75, minutes=10)], T)
+    assert record_scores(engine, [score("a", 0.0, minutes=5)], T) == []
+    assert account_level(engine, "a") == Level.CRITICAL
+
+
+def test_warnings_are_durable_when_record_scores_returns(engine: Engine, db_url: str) -> None:
+    raised = record_scores(engine, [score("a", 0.9)], T)
+    fresh = create_engine_for(db_url)  # new pool, new connections
+    try:
+        assert [w.id for w in warnings_after(fresh, None).items] == [raised[0].id]
+    finally:
+        fresh.dispose()
+
+
+def test_a_process_that_dies_right_after_the_ack_keeps_its_warnings(
+    engine: Engine, db_url: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, str(HELPER), "die-after-record", db_url, "--per-batch", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    acked = json.loads(done.stdout)
+    assert len(acked) == 3
+    assert [w.id for w in warnings_after(engine, None).items] == acked
+
+
+def test_a_failure_midway_writes_nothing(engine: Engine) -> None:
+    register_webhook(engine, "http://127.0.0.1:9/hook")
+    record_scores(engine, [score("a", 0.3)], T)  # a: watch
+    before = {t: count_rows(engine, t) for t in ("warnings", "deliveries", "account_state")}
+
+    def fail_on_fan_out(conn, cursor, statement, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO DELIVERIES"):
+            raise RuntimeError("injected: fan-out insert failed")
+
+    event.listen(engine, "before_cursor_execute", fail_on_fan_out)
+    with pytest.raises(RuntimeError, match="injected"):
+        record_scores(engine, [score("a", 0.9, 1), score("new", 0.5, 1)], T)
+    event.remove(engine, "before_cursor_execute", fail_on_fan_out)
+
+    assert {t: count_rows(engine, t) for t in before} == before  # no warning, no new account
+    assert account_level(engine, "a") == Level.WATCH  # state not moved
+    retried = record_scores(engine, [score("a", 0.9, 1)], T)
+    assert [w.id for w in retried] == [2]  # no id was burnt by the failed attempt
+    assert len(delivery_state(engine, warning_id=2)) == 1
+
+
+def test_an_invalid_row_aborts_the_whole_batch(engine: Engine) -> None:
+    with pytest.raises(InputError, match=r"probability must be in \[0, 1\], got 1.5 at row 1"):
+        record_scores(engine, [score("a", 0.9), score("b", 1.5)], T)
+    with pytest.raises(InputError, match="scored_at must be timezone-aware"):
+        record_scores(engine, [ScoreEvent("a", 0.9, datetime(2026, 1, 1))], T)
+    assert count_rows(engine, "warnings") == 0 and count_rows(engine, "account_state") == 0
+
+
+def test_one_pending_delivery_per_active_webhook(engine: Engine) -> None:
+    hooks = [
+        register_webhook(engine, f"https://example.test/{i}", description=f"h{i}") for i in range(3)
+    ]
+    disable_webhook(engine, hooks[2].id, reason="test")
+    raised = record_scores(engine, [score("a", 0.9), score("b", 0.5)], T)
+    rows = delivery_state(engine)
+    assert {(d.warning_id, d.webhook_id) for d in rows} == {
+        (w.id, h.id) for w in raised for h in hooks[:2]
+    }
+    assert all(d.status == DeliveryStatus.PENDING and d.attempts == 0 for d in rows)
+    # one message id per warning, shared by its webhooks, distinct between warnings
+    ids = {w.id: {d.message_id for d in rows if d.warning_id == w.id} for w in raised}
+    assert all(len(m) == 1 for m in ids.values()) and len(set.union(*ids.values())) == 2
+    assert [h.active for h in list_webhooks(engine)] == [True, True, False]
+    assert [h.id for h in list_webhooks(engine, active_only=True)] == [h.id for h in hooks[:2]]
+    assert "secret" not in repr(hooks[0]) and hooks[0].secret.startswith("whsec_")
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "message"),
+    [
+        ("ftp://example.test/x", None, "url must be an http"),
+        ("http:///nohost", None, "url must be an http"),
+        ("https://example.test/x", "not-a-secret", "secret must be"),
+        ("https://example.test/x", "whsec_c2hvcnQ=", "secret must be"),  # 5 bytes
+    ],
+)
+def test_register_webhook_rejects_bad_input(
+    engine: Engine, url: str, secret: str | None, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        register_webhook(engine, url, secret=secret)
+
+
+def test_feed_pages_and_cursor_errors(engine: Engine) -> None:
+    raised = record_scores(engine, [score(f"a{i}", 0.9) for i in range(7)], T)
+    page = warnings_after(engine, None, limit=3)
+    assert [w.id for w in page.items] == [1, 2, 3] and page.has_more and page.next_cursor == "3"
+    page = warnings_after(engine, page.next_cursor, limit=10)
+    assert [w.id for w in page.items] == [4, 5, 6, 7] and not page.has_more
+    empty = warnings_after(engine, page.next_cursor)
+    assert empty.items == [] and empty.next_cursor == "7"  # poll again from the same place
+    assert [w.account_id for w in raised] == [f"a{i}" for i in range(7)]
+    for bad in ["abc", "-1", "1.5", "9" * 30]:
+        with pytest.raises(InputError, match="after must be a cursor"):
+            warnings_after(engine, bad)
+    with pytest.raises(InputError, match="limit must be in"):
+        warnings_after(engine, None, limit=0)
+
+
+def test_concurrent_scores_of_one_account_raise_once(engine: Engine) -> None:
+    raised: list[int] = []
+    lock = threading.Lock()
+
+    def score_it() -> None:
+        got = record_scores(engine, [score("same", 0.5)], T)
+        with lock:
+            raised.extend(w.id for w in got)
+
+    run_threads([score_it] * 8)
+    assert len(raised) == 1
+    assert count_rows(engine, "warnings") == 1
+
+
+def test_create_schema_twice_keeps_data(engine: Engine) -> None:
+    record_scores(engine, [score("a", 0.9)], T)
+    create_schema(engine)
+    assert count_rows(engine, "warnings") == 1
+    assert record_scores(engine, [score("b", 0.9)], T)[0].id == 2
+
+
+# --- the feed under concurrent writers ------------------------------------------------------
+
+
+def slow_commits(engine: Engine, seed: int, max_delay: float = 0.01) -> None:
+    """Sleep before each commit, after the ids were taken: the window for out-of-order commits."""
+    rng = random.Random(seed)
+    event.listen(engine, "commit", lambda _conn: time.sleep(rng.uniform(0, max_delay)))
+
+
+class FeedReader(threading.Thread):
+    """Pages through the feed like a consumer until told to stop, then drains it."""
+
+    def __init__(self, engine: Engine, limit: int = 5) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.limit = engine, limit
+        self.seen: list[int] = []
+        self.pages = 0
+        self.writers_done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        cursor = None
+        try:
+            while True:
+                done = self.writers_done.is_set()  # read before paging: then one more full drain
+                page = warnings_after(self.engine, cursor, limit=self.limit)
+                self.pages += 1
+                self.seen += [w.id for w in page.items]
+                cursor = page.next_cursor
+                if done and not page.has_more:
+                    return
+                if not page.items:
+                    time.sleep(0.002)
+        except BaseException as exc:  # noqa: BLE001 (surfaced by the test)
+            self.error = exc
+
+
+def assert_exactly_once_in_order(seen: list[int], written: list[int]) -> None:
+    assert seen == sorted(seen), "the feed went backwards"
+    assert len(seen) == len(set(seen)), "a warning was read twice"
+    assert sorted(seen) == sorted(written), f"missed {sorted(set(written) - set(seen))[:10]}"
+    assert sorted(written) == list(range(1, len(written) + 1)), "ids are gapless"
+
+
+def test_feed_is_exactly_once_with_concurrent_writer_threads(engine: Engine) -> None:
+    slow_commits(engine, seed=1)
+    reader = FeedReader(engine)
+    reader.start()
+    written: list[int] = []
+    lock = threading.Lock()
+
+    def writer(k: int) -> Callable[[], None]:
+        def run() -> None:
+            for b in range(12):
+                scores = [score(f"t{k}-{b}-{i}", 0.9) for i in range(1 + (b + k) % 3)]
+                ids = [w.id for w in record_scores(engine, scores, T)]
+                with lock:
+                    written.extend(ids)
+
+        return run
+
+    run_threads([writer(k) for k in range(4)])
+    reader.writers_done.set()
+    reader.join(30)
+    assert reader.error is None and not reader.is_alive()
+    assert reader.pages > 3  # it really read while the writers wrote
+    assert_exactly_once_in_order(reader.seen, written)
+
+
+def test_feed_is_exactly_once_with_two_writer_processes(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    reader = FeedReader(engine, limit=4)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HELPER),
+                "write",
+                db_url,
+                "--name",
+                f"p{k}",
+                "--batches",
+                "15",
+                "--per-batch",
+                "2",
+                "--commit-delay",
+                "0.01",
+                "--barrier",
+                str(barrier),
+                "--parties",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(2)
+    ]
+    reader.start()
+    written: list[int] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        written += json.loads(out)
+    reader.writers_done.set()
+    reader.join(30)
+    assert reader.error is None and not reader.is_alive()
+    assert len(written) == 60
+    assert_exactly_once_in_order(reader.seen, written)
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+def test_concurrent_claims_are_disjoint_and_fenced(engine: Engine) -> None:
+    register_webhook(engine, "https://example.test/a")
+    register_webhook(engine, "https://example.test/b")
+    record_scores(engine, [score(f"a{i}", 0.9) for i in range(20)], T)
+    claimed: list[list[int]] = [[] for _ in range(4)]
+
+    def claimer(k: int) -> Callable[[], None]:
+        def run() -> None:
+            while got := claim_due(engine, worker=f"w{k}", limit=3):
+                claimed[k] += [c.delivery.id for c in got]
+
+        return run
+
+    run_threads([claimer(k) for k in range(4)])
+    every = [d for ids in claimed for d in ids]
+    assert len(every) == 40 and len(set(every)) == 40
+    assert all(
+        d.status == DeliveryStatus.DELIVERING and d.attempts == 1 for d in delivery_state(engine)
+    )
+
+
+def test_an_expired_lease_is_reclaimed_and_the_old_claim_cannot_settle(engine: Engine) -> None:
+    register_webhook(engine, "https://example.test/a")
+    record_scores(engine, [score("a", 0.9)], T)
+    now = datetime.now(UTC)
+    (first,) = claim_due(engine, worker="w1", lease=timedelta(seconds=30), now=now)
+    assert claim_due(engine, worker="w2", now=now + timedelta(seconds=29)) == []
+    (second,) = claim_due(engine, worker="w2", now=now + timedelta(seconds=31))
+    assert second.delivery.id == first.delivery.id and second.delivery.attempts == 2
+    assert first.delivery.message_id == second.delivery.message_id
+    assert not mark_delivered(engine, first.delivery, status_code=200)  # fenced off
+    assert mark_failed(
+        engine,
+        second.delivery,
+        error="HTTP 500",
+        retry_at=now + timedelta(minutes=1),
+        status_code=500,
+    )
+    (state,) = delivery_state(engine, delivery_id=second.delivery.id)
+    assert (state.status, state.last_status_code, state.claimed_by) == (
+        DeliveryStatus.PENDING,
+        500,
+        "w2",
+    )
+    assert claim_due(engine, worker="w3", now=now + timedelta(seconds=59)) == []
+    (third,) = claim_due(engine, worker="w3", now=now + timedelta(seconds=61))
+    assert mark_failed(engine, third.delivery, error="gave up", retry_at=None)
+    assert delivery_state(engine, warning_id=third.warning.id)[0].status == DeliveryStatus.FAILED
+    assert claim_due(engine, worker="w4", now=now + timedelta(days=9)) == []
