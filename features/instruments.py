@@ -4,6 +4,8 @@ Keys an instrument leaves out take its asset class's defaults
 (``liqrisk.features.instrument_defaults``).
 """
 
+import itertools
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,6 +60,41 @@ class Instrument:
     bar_length: pd.Timedelta | None = None
     negative_prices: bool = False
     contract_multiplier: float = 1.0
+
+
+@dataclass(frozen=True)
+class InstrumentsFile:
+    """Valid instruments, and for each bad entry the reason (its accounts become errors)."""
+
+    instruments: dict[str, Instrument]
+    errors: dict[str, str]
+
+    def bar_lengths(self) -> dict[str, pd.Timedelta]:
+        """The bar lengths the instruments give; the others are inferred from the bars."""
+        return {s: i.bar_length for s, i in self.instruments.items() if i.bar_length is not None}
+
+
+def instruments_from_json(text: str, *, source: str, name: str) -> InstrumentsFile:
+    """Validate the text of an instruments file, ``{symbol: {asset_class, tiers, ...}}``; a bad
+    entry never stops the others (its error starts with ``name``, e.g. the file's name).
+
+    Raises ``InputError`` (naming ``source``) only when the text as a whole is unusable: not
+    JSON, not an object.
+    """
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{source}: expected an object {{symbol: {{...}}}}, got {type(raw).__name__}")
+    instruments: dict[str, Instrument] = {}
+    errors: dict[str, str] = {}
+    for symbol, entry in raw.items():
+        try:
+            instruments[symbol] = instrument_from_dict(symbol, entry)
+        except InputError as exc:
+            errors[symbol] = f"{name}: {exc}"
+    return InstrumentsFile(instruments=instruments, errors=errors)
 
 
 def instrument_from_dict(symbol: str, raw: Mapping[str, Any]) -> Instrument:
@@ -118,7 +155,7 @@ def _tiers(
         caps.append(_number(cap, f"{field}.notional_cap", low=0.0, strict_low=True, finite=False))
         mmr.append(_number(tier[1], f"{field}.mmr", low=0.0, high=1.0, strict_high=True))
         amount.append(_number(tier[2], f"{field}.maintenance_amount", low=0.0))
-    if any(b <= a for a, b in zip(caps, caps[1:])):
+    if any(b <= a for a, b in itertools.pairwise(caps)):
         raise InputError(f"{where}: tiers must have strictly ascending notional_cap, got {caps}")
     return tuple(caps), tuple(mmr), tuple(amount)
 

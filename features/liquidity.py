@@ -67,7 +67,7 @@ def _impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> Imp
     if ok.any():
         sigma[ok] = np.nanstd(returns[ok], axis=1, ddof=1)
 
-    notional_sum = market.notional_cum[end] - market.notional_cum[first]
+    notional_sum = _through(market, end, start) - _through(market, first, start)
     volume_bars = market.volume_bars_cum[end] - market.volume_bars_cum[first]
     with np.errstate(divide="ignore", invalid="ignore"):
         notional_d = np.where(n_days > 0, notional_sum / np.maximum(n_days, 1), np.nan)
@@ -83,6 +83,13 @@ def _impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> Imp
     return ImpactInputs(
         sigma_d=sigma, notional_d=notional_d, has_volume=volume_bars > 0, last=last, problem=problem
     )
+
+
+def _through(market: Market, index: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Sum of ``close·volume`` of the block's bars before ``index`` (0 at the block's start)."""
+    if not len(market.notional_cum):
+        return np.zeros(len(index))
+    return np.where(index > start, market.notional_cum[np.maximum(index - 1, 0)], 0.0)
 
 
 def _daily_closes(market: Market, first: np.ndarray, last: np.ndarray, n_days: np.ndarray) -> np.ndarray:

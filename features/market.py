@@ -24,6 +24,11 @@ class Market:
     for a symbol whose bar length is unknown (a single bar and none given).
     ``day`` numbers each (symbol, UTC date) present, in bar order, so that
     ``day_close[day[i]]`` is the close of the last bar of bar ``i``'s date.
+    ``notional_cum[i]`` is the sum of ``close·volume`` over the bars with volume > 0
+    from the first bar of bar ``i``'s symbol to bar ``i`` inclusive: restarted per
+    symbol, so that a window's sum depends on that symbol's bars alone (not, through
+    rounding, on the symbols laid out before it). ``volume_bars_cum[i]`` counts the
+    bars with volume > 0 before bar ``i`` over the whole layout.
     """
 
     symbols: tuple[str, ...]
@@ -55,12 +60,12 @@ def market_from_bars(
     ``bar_length``); the others are inferred from the data.
     """
     bar_lengths = bar_lengths or {}
-    symbol = bars["symbol"].astype(str).to_numpy()
+    symbol, names = _symbol_codes(bars["symbol"])
     ts = to_us(bars["ts"])
     boundaries = np.flatnonzero(symbol[1:] != symbol[:-1]) + 1
     start = np.concatenate([[0], boundaries]).astype(np.int64) if len(symbol) else np.zeros(0, np.int64)
     stop = np.concatenate([boundaries, [len(symbol)]]).astype(np.int64) if len(symbol) else start
-    symbols = tuple(symbol[start].tolist())
+    symbols = tuple(str(names[c]) for c in symbol[start])
     bar_us = np.array(
         [_bar_us(bar_lengths.get(s), ts[a:b]) for s, a, b in zip(symbols, start, stop)], dtype=np.int64
     )
@@ -87,9 +92,26 @@ def market_from_bars(
         close=close,
         day=day,
         day_close=close[last_of_day],
-        notional_cum=np.concatenate([[0.0], np.cumsum(np.where(has_volume, close * volume, 0.0))]),
+        notional_cum=_block_cumsum(np.where(has_volume, close * volume, 0.0), start, stop),
         volume_bars_cum=np.concatenate([[0], np.cumsum(has_volume)]),
     )
+
+
+def _block_cumsum(values: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """Running sums restarted at every block (inclusive)."""
+    out = np.empty_like(values)
+    for a, b in zip(start.tolist(), stop.tolist(), strict=True):
+        out[a:b] = np.cumsum(values[a:b])
+    return out
+
+
+def _symbol_codes(symbol: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's symbol as a code, and the names of the codes (a category's own codes: no
+    string per row is made)."""
+    if isinstance(symbol.dtype, pd.CategoricalDtype):
+        return symbol.cat.codes.to_numpy(dtype=np.int64), symbol.cat.categories.to_numpy(dtype=object)
+    codes, names = pd.factorize(symbol.astype(str), sort=False)
+    return codes.astype(np.int64), names.to_numpy(dtype=object)
 
 
 def search_blocks(

@@ -101,14 +101,44 @@ def market_features(
         mine = by_symbol[cuts[c] : cuts[c + 1]]  # this symbol's keys
         if length is None or mine.size == 0:
             continue
+        last = np.where(row[mine] >= 0, row[mine] - bounds[c], -1)
         one = bars.iloc[bounds[c] : bounds[c + 1]]
-        seen = mine[row[mine] >= 0]
-        if seen.size:  # a symbol's bar-level features: computed once, if some key sees a bar
-            table = bar_features(one, bar_length=length).to_numpy(dtype=np.float64)
-            values[seen, : len(BAR_FEATURES)] = table[row[seen] - bounds[c]]
-        closures = closure_features(one, as_of.iloc[mine], bar_length=length)
-        values[mine, len(BAR_FEATURES) :] = closures.to_numpy(dtype=np.float64)
+        values[mine] = symbol_market_features(one, as_of.iloc[mine], bar_length=length, last=last)
     return pd.DataFrame(values, index=keys.index, columns=list(MARKET_FEATURES))
+
+
+def symbol_market_features(
+    bars: pd.DataFrame,
+    as_of: pd.Series,
+    *,
+    bar_length: pd.Timedelta,
+    last: np.ndarray,
+    table: np.ndarray | None = None,
+) -> np.ndarray:
+    """``MARKET_FEATURES`` of one symbol at each ``as_of``: a float64 array, one row per as_of.
+
+    Parameters
+    ----------
+    bars : DataFrame
+        One symbol, sorted by ``ts``, with OHLC and ``volume``.
+    as_of : Series of datetime64 UTC
+    bar_length : Timedelta
+    last : array of int
+        Per as_of, the position in ``bars`` of the last bar complete at or before it
+        (``ts + bar_length <= as_of``), -1 where none: its bar-level features are NaN.
+    table : array, optional
+        ``bar_features(bars)`` as float64, for a caller that keeps it between calls;
+        computed here (only if some as_of sees a bar) when not given.
+    """
+    values = np.full((len(as_of), len(MARKET_FEATURES)), np.nan)
+    seen = np.flatnonzero(last >= 0)
+    if seen.size:  # a symbol's bar-level features: computed once, if some key sees a bar
+        if table is None:
+            table = bar_features(bars, bar_length=bar_length).to_numpy(dtype=np.float64)
+        values[seen, : len(BAR_FEATURES)] = table[last[seen]]
+    closures = closure_features(bars, as_of, bar_length=bar_length)
+    values[:, len(BAR_FEATURES) :] = closures.to_numpy(dtype=np.float64)
+    return values
 
 
 def _codes(symbol: pd.Series) -> tuple[list[str], np.ndarray]:

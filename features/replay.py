@@ -102,9 +102,22 @@ def position_state(market: Market, instruments: Mapping[str, Instrument], positi
     contract's impact window, and ``error`` (``""`` where the position is replayable).
     Features use these so that they see exactly what the engine sees.
     """
-    codes, _ = pd.factorize(positions["account"], sort=False)
+    return state_at_as_of(market, instruments, positions)[0]
+
+
+def state_at_as_of(
+    market: Market, instruments: Mapping[str, Instrument], positions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`position_state`, and per account (index ``account``, in order) what the engine
+    decides before it walks: ``status`` (``ok``, ``in_liquidation`` or ``error``, errors first)
+    and ``error`` (the first position's message, ``""`` where none).
+
+    ``in_liquidation`` is the walk's own test: ``E <= MM`` at the last close complete at or
+    before as_of, per replay unit (any unit of an isolated account).
+    """
+    codes, accounts = pd.factorize(positions["account"], sort=False)
     book = _book(market, instruments, positions, codes)
-    return pd.DataFrame(
+    state = pd.DataFrame(
         {
             "price": book.last_close,
             "tier": book.tier,
@@ -116,6 +129,17 @@ def position_state(market: Market, instruments: Mapping[str, Instrument], positi
         },
         index=positions.index,
     )
+    units = _units(book)
+    has_error, in_liquidation = _before_walk(book, units)
+    n = len(accounts)
+    error = np.bincount(units.account, weights=has_error.astype(np.float64), minlength=n) > 0
+    in_liq = np.bincount(units.account, weights=in_liquidation.astype(np.float64), minlength=n) > 0
+    messages = _first_errors(book, n)
+    status = np.where(error, "error", np.where(in_liq, "in_liquidation", "ok"))
+    accounts_frame = pd.DataFrame(
+        {"status": status.astype(object), "error": messages}, index=pd.Index(accounts, name="account")
+    )
+    return state, accounts_frame
 
 
 @dataclass
@@ -310,11 +334,9 @@ def _walk(market: Market, book: _Book, units: _Units, horizon_us: int) -> _Walk:
     e_close = np.full(n_units, np.nan)
     e_final = np.full(n_units, np.nan)
 
-    has_error = _unit_sum((book.error != "").astype(np.int64), units) > 0
+    has_error, in_liquidation = _before_walk(book, units)
     status[has_error] = "error"
-    last_close = np.where(np.isfinite(book.last_close), book.last_close, 0.0)
-    now = _unit_sum(_excess(book, last_close), units) + units.collateral
-    status[~has_error & (now <= 0)] = "in_liquidation"
+    status[in_liquidation] = "in_liquidation"
 
     start_us = book.as_of
     end_us = book.as_of + horizon_us
@@ -366,6 +388,14 @@ def _walk(market: Market, book: _Book, units: _Units, horizon_us: int) -> _Walk:
         e_final=e_final,
         censored_position=censored_position,
     )
+
+
+def _before_walk(book: _Book, units: _Units) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit: has an error; else already meets ``E <= MM`` at the last close (in liquidation)."""
+    has_error = _unit_sum((book.error != "").astype(np.int64), units) > 0
+    last_close = np.where(np.isfinite(book.last_close), book.last_close, 0.0)
+    now = _unit_sum(_excess(book, last_close), units) + units.collateral
+    return has_error, ~has_error & (now <= 0)
 
 
 @dataclass
@@ -505,10 +535,7 @@ def _outcomes(market: Market, book: _Book, units: _Units, walk: _Walk, n_account
     as_of = np.zeros(n_accounts, dtype=np.int64)
     as_of[acct] = units.as_of
 
-    messages = np.full(n_accounts, "", dtype=object)
-    for a, message in zip(book.account[book.error != ""], book.error[book.error != ""]):
-        if not messages[a]:
-            messages[a] = message
+    messages = _first_errors(book, n_accounts)
     status = np.where(error, "error", np.where(in_liq, "in_liquidation", np.where(censored, "error", "ok")))
     cens_rows = censored & ~error & ~in_liq
     messages[cens_rows] = _censoring_messages(market, book, units, walk, cens_rows)
@@ -532,6 +559,15 @@ def _outcomes(market: Market, book: _Book, units: _Units, walk: _Walk, n_account
     )
     out.loc[~ok, ["liquidated", "negative"]] = pd.NA
     return out
+
+
+def _first_errors(book: _Book, n_accounts: int) -> np.ndarray:
+    """Per account code, the message of its first position with an error (``""`` if none)."""
+    messages = np.full(n_accounts, "", dtype=object)
+    for a, message in zip(book.account[book.error != ""], book.error[book.error != ""]):
+        if not messages[a]:
+            messages[a] = message
+    return messages
 
 
 def _censoring_messages(

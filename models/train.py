@@ -95,16 +95,16 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in INPUTS if c not in table.columns]
     if missing:
         raise KeyError(f"model_frame: table lacks feature column(s) {missing}")
-    numeric = table.loc[:, list(NUMERIC)].astype("float64")
-    numeric = numeric.mask(np.isinf(numeric.to_numpy()))
-    derived = {}
+    values = table[list(NUMERIC)].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    values[np.isinf(values)] = np.nan
+    columns: dict[str, object] = dict(zip(NUMERIC, values.T, strict=True))
     for h, horizon in STRUCTURAL_HORIZONS.items():
         touch = structural_baseline(table, horizon=horizon)
-        derived[f"fp_liq_{h}"] = touch["p_liq"].to_numpy(dtype=float)
-        derived[f"fp_bankrupt_{h}"] = touch["p_bankrupt"].to_numpy(dtype=float)
+        columns[f"fp_liq_{h}"] = touch["p_liq"].to_numpy(dtype=float)
+        columns[f"fp_bankrupt_{h}"] = touch["p_bankrupt"].to_numpy(dtype=float)
     raw = table[CATEGORICAL].astype("object")
-    category = raw.where(raw.isin(ASSET_CLASSES)).astype(ASSET_CLASS_DTYPE)
-    return numeric.assign(**derived, **{CATEGORICAL: category})
+    columns[CATEGORICAL] = raw.where(raw.isin(ASSET_CLASSES)).astype(ASSET_CLASS_DTYPE).array
+    return pd.DataFrame(columns, index=table.index)
 
 
 def monotone_vector(columns: list[str] | tuple[str, ...] = FEATURES) -> list[int]:

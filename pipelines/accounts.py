@@ -3,15 +3,13 @@
 Each malformed line (JSONL) or row (Parquet) makes its account an error row that
 names the line or row and the field; it never stops the other accounts. Blank lines
 are not accounts. Both formats are checked by the same field rules
-(``_account``/``_position``); Parquet finds its bad rows vectorised and asks those
-rules only about them, for the message.
+(``liqrisk.features.accounts.account_fields``); Parquet finds its bad rows vectorised and
+asks those rules only about them, for the message.
 """
 
+import itertools
 import json
-import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,203 +19,43 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from liqrisk.features.accounts import (
+    MARGIN_MODES,
+    Dialect,
+    Snapshots,
+    SnapshotsBuilder,
+    account_fields,
+    id_text,
+    parse_as_of,
+)
 from liqrisk.features.errors import InputError
 from liqrisk.features.replay import POSITION_COLUMNS
 
-MARGIN_MODES = ("cross", "isolated")
+__all__ = ["MARGIN_MODES", "Snapshots", "parse_accounts", "parse_as_of", "read_snapshots", "write_snapshots"]
+
 # Parquet snapshots: one row per position, the account fields repeated on each row.
 PARQUET_ACCOUNT_COLUMNS = ("account_id", "as_of", "margin_mode", "collateral")
 PARQUET_POSITION_COLUMNS = ("symbol", "side", "qty", "entry_price", "position_collateral")
 PARQUET_POSITION_COLLATERAL = "position_collateral"  # a position's own collateral (isolated margin)
 
 
-@dataclass(frozen=True)
-class Snapshots:
-    """Accounts in input order and their positions.
-
-    ``accounts`` has one row per account: ``account`` (0-based order), ``line``
-    (JSONL: 1-based line number), ``account_id``, ``as_of`` (NaT where it could not
-    be read) and ``error`` (``""`` for a valid account). Read from Parquet it also has
-    ``row``, the 0-based row of the account's first position, and ``line`` is NA.
-    ``positions`` holds the positions of the valid accounts with ``POSITION_COLUMNS``.
-    """
-
-    accounts: pd.DataFrame
-    positions: pd.DataFrame
-
-
 def parse_accounts(lines: Iterable[str]) -> Snapshots:
     """Parse JSONL account snapshots; never raises for a bad line."""
-    accounts: list[dict[str, Any]] = []
-    rows: list[tuple] = []
+    builder = SnapshotsBuilder()
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        code = len(accounts)
-        record: dict[str, Any] = {"account": code, "line": number, "account_id": "", "as_of": pd.NaT}
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            record["error"] = f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
-            accounts.append(record)
+            builder.add_error(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})", line=number)
             continue
-        if isinstance(raw, dict):
-            record["account_id"] = _id_text(raw.get("account_id"))
-        try:
-            account = _account(raw)
-        except InputError as exc:
-            if isinstance(raw, dict):
-                record["as_of"] = _as_of_or_nat(raw.get("as_of"))
-            record["error"] = f"line {number}: {exc}"
-            accounts.append(record)
-            continue
-        record.update(as_of=account["as_of"], error="")
-        accounts.append(record)
-        for pos in account["positions"]:
-            rows.append(
-                (
-                    code,
-                    account["as_of"],
-                    account["margin_mode"],
-                    pos["collateral"],
-                    pos["symbol"],
-                    pos["side"],
-                    pos["qty"],
-                    pos["entry_price"],
-                )
-            )
-    frame = pd.DataFrame.from_records(rows, columns=list(POSITION_COLUMNS))
-    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True).dt.as_unit("us")
-    table = pd.DataFrame.from_records(
-        accounts, columns=["account", "line", "account_id", "as_of", "error"]
-    )
-    table["as_of"] = pd.to_datetime(table["as_of"], utc=True).dt.as_unit("us")
-    return Snapshots(accounts=table, positions=frame.astype({"side": "int8"}))
+        builder.add(raw, line=number)
+    return builder.snapshots()
 
 
-def parse_as_of(value: Any, field: str = "as_of") -> pd.Timestamp:
-    """An ISO 8601 timestamp as UTC; one without an offset is read as UTC."""
-    if not isinstance(value, str):
-        raise InputError(f"{field} must be an ISO 8601 string, got {value!r}")
-    try:  # the fast path, ten times quicker than pd.Timestamp for the common forms
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        pass
-    else:
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-        return pd.Timestamp(parsed).as_unit("us")
-    try:
-        ts = pd.Timestamp(value)
-    except ValueError:
-        raise InputError(f"{field} is not an ISO 8601 timestamp: {value!r}") from None
-    if ts is pd.NaT:
-        raise InputError(f"{field} is not an ISO 8601 timestamp: {value!r}")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.as_unit("us")
-
-
-@dataclass(frozen=True)
-class _Dialect:
-    """How a file format names what the validators check: one set of rules, two spellings."""
-
-    number: str  # how a number is called in messages
-    prefix: Callable[[int], str]  # the field prefix of position i
-    position_collateral: str  # the key of a position's own collateral
-
-
-_JSONL = _Dialect(
-    number="a JSON number", prefix=lambda i: f"positions[{i}].", position_collateral="collateral"
-)
 # Parquet: one row per position, so a position's fields are the row's own columns.
-_PARQUET = _Dialect(
-    number="a number", prefix=lambda i: "", position_collateral=PARQUET_POSITION_COLLATERAL
-)
-
-
-def _account(raw: Any, dialect: _Dialect = _JSONL) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise InputError(f"expected a JSON object, got {type(raw).__name__}")
-    _require(raw, "account_id", "")
-    if not isinstance(raw["account_id"], str | int) or isinstance(raw["account_id"], bool):
-        raise InputError(f"account_id must be a string or an integer, got {raw['account_id']!r}")
-    _require(raw, "as_of", "")
-    as_of = parse_as_of(raw["as_of"])
-    _require(raw, "margin_mode", "")
-    mode = raw["margin_mode"]
-    if mode not in MARGIN_MODES:
-        raise InputError(f"margin_mode must be 'cross' or 'isolated', got {mode!r}")
-    collateral = None
-    if mode == "cross":
-        _require(raw, "collateral", "")
-        collateral = _amount(raw["collateral"], "collateral", dialect)
-    elif raw.get("collateral") is not None:
-        _amount(raw["collateral"], "collateral", dialect)  # not used for isolated, but never negative
-    _require(raw, "positions", "")
-    if not isinstance(raw["positions"], list):
-        raise InputError(f"positions must be a list, got {type(raw['positions']).__name__}")
-    if not raw["positions"]:
-        raise InputError("positions is empty: an account needs at least one position")
-    positions = [_position(p, i, mode, collateral, dialect) for i, p in enumerate(raw["positions"])]
-    return {"as_of": as_of, "margin_mode": mode, "positions": positions}
-
-
-def _position(
-    raw: Any, i: int, mode: str, account_collateral: float | None, dialect: _Dialect = _JSONL
-) -> dict[str, Any]:
-    prefix = dialect.prefix(i)
-    if not isinstance(raw, dict):
-        raise InputError(f"{prefix.rstrip('.')} must be an object, got {type(raw).__name__}")
-    for key in ("symbol", "side", "qty", "entry_price"):
-        _require(raw, key, prefix)
-    if not isinstance(raw["symbol"], str) or not raw["symbol"]:
-        raise InputError(f"{prefix}symbol must be a non-empty string, got {raw['symbol']!r}")
-    side = raw["side"]
-    # JSON has one number type; like JSON Schema's "integer", 1.0 counts as the integer 1.
-    if isinstance(side, bool) or not isinstance(side, int | float) or side not in (1, -1):
-        raise InputError(f"{prefix}side must be 1 (long) or -1 (short), got {side!r}")
-    qty = _number(raw["qty"], f"{prefix}qty", dialect)
-    entry = _number(raw["entry_price"], f"{prefix}entry_price", dialect)
-    for field, value in (("qty", qty), ("entry_price", entry)):
-        if not value > 0:
-            raise InputError(f"{prefix}{field} must be > 0, got {raw[field]!r}")
-    if mode == "isolated":
-        key = dialect.position_collateral
-        _require(raw, key, prefix, why=" (isolated margin: each position carries its own)")
-        collateral = _amount(raw[key], f"{prefix}{key}", dialect)
-    else:
-        collateral = account_collateral
-    return {"symbol": raw["symbol"], "side": int(side), "qty": qty, "entry_price": entry, "collateral": collateral}
-
-
-def _require(raw: dict[str, Any], key: str, prefix: str, why: str = "") -> None:
-    if key not in raw or raw[key] is None:
-        raise InputError(f"{prefix}{key} is missing{why}")
-
-
-def _number(value: Any, field: str, dialect: _Dialect = _JSONL) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError(f"{field} must be {dialect.number}, got {value!r}")
-    if not math.isfinite(value):
-        raise InputError(f"{field} must be finite, got {value!r}")
-    return float(value)
-
-
-def _amount(value: Any, field: str, dialect: _Dialect = _JSONL) -> float:
-    number = _number(value, field, dialect)
-    if number < 0:
-        raise InputError(f"{field} must be >= 0, got {value!r}")
-    return number
-
-
-def _id_text(value: Any) -> str:
-    return "" if value is None or isinstance(value, dict | list) else str(value)
-
-
-def _as_of_or_nat(value: Any) -> pd.Timestamp:
-    try:
-        return parse_as_of(value)
-    except InputError:
-        return pd.NaT
+_PARQUET = Dialect(number="a number", prefix=lambda i: "", position_collateral=PARQUET_POSITION_COLLATERAL)
 
 
 # --- Parquet snapshots and both formats on disk ------------------------------------------------
@@ -402,7 +240,7 @@ class _ParquetColumns:
         return us, us == nat
 
     def bad_rows(self) -> np.ndarray:
-        """Rows that break a rule of ``_account``/``_position`` (their message comes from those)."""
+        """Rows that break a rule of ``account_fields`` (their message comes from it)."""
         n = self.n
         bad = np.zeros(n, dtype=bool)
         id_kind = self.kind("account_id")
@@ -452,7 +290,7 @@ def _row_problem(cols: _ParquetColumns, row: int) -> str:
     raw = {k: values[k] for k in PARQUET_ACCOUNT_COLUMNS if k in values}
     raw["positions"] = [{k: values[k] for k in PARQUET_POSITION_COLUMNS if k in values}]
     try:
-        _account(raw, _PARQUET)
+        account_fields(raw, _PARQUET)
     except InputError as exc:
         return str(exc)
     return (
@@ -525,7 +363,7 @@ def _disagreements(
             found[account] = (
                 f"{_row_text(cols, int(row))}: {field} {_shown(cols, field, row)} differs from "
                 f"{_shown(cols, field, first)} on row {first}, the first row of account "
-                f"{_id_text(cols.row_values(first).get('account_id'))!r}: "
+                f"{id_text(cols.row_values(first).get('account_id'))!r}: "
                 "the account fields must be the same on every row of an account"
             )
     return sorted(found.items())
@@ -600,7 +438,7 @@ def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
     order = np.argsort(codes, kind="stable")
     bounds = np.flatnonzero(np.diff(codes[order], prepend=-1, append=-1))  # where each account starts
     with path.open("w") as handle:
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        for start, stop in itertools.pairwise(bounds):
             rows = order[start:stop]
             first = rows[0]
             cross = cols["margin_mode"][first] == "cross"

@@ -51,8 +51,8 @@ Choices, stated once:
   their information and mostly their snapshot.
 - **Features and outcomes.** Features are those of the training set, by the functions the
   build uses: market features by ``file_features`` (anchor symbol by ``anchor_keys``),
-  position features by the engine's ``position_state`` and ``account_position_features``
-  (what ``partition_rows`` calls) with ``horizon = feature_horizon`` (default ``"7d"``, the
+  position features by ``liqrisk.features.snapshot.position_snapshot`` (what
+  ``partition_rows`` calls) with ``horizon = feature_horizon`` (default ``"7d"``, the
   longest horizon of the default build: ``dist_*_sigma`` scale with it). Outcomes come from
   ``partition_rows`` over ``[as_of', (end or start) + after)`` (``horizon`` column; events
   with an end, FTX and the 2025 tariffs, are followed to their end), one call per distinct
@@ -98,11 +98,12 @@ from liqrisk.features.durations import format_duration, parse_duration
 from liqrisk.features.instruments import Instrument
 from liqrisk.features.market import Market, market_from_bars, search_blocks, to_us
 from liqrisk.features.market_features import MARKET_FEATURES
-from liqrisk.features.position import POSITION_FEATURES, account_position_features
-from liqrisk.features.replay import POSITION_COLUMNS, position_state, replay
+from liqrisk.features.position import POSITION_FEATURES
+from liqrisk.features.replay import POSITION_COLUMNS, replay
+from liqrisk.features.snapshot import anchor_keys, join_snapshot, position_snapshot
 from liqrisk.models.metrics import at_budget, budget_label
 from liqrisk.pipelines.bars import read_bars
-from liqrisk.pipelines.build import LABELS, NOT_BARS, anchor_keys, file_features, partition_rows
+from liqrisk.pipelines.build import LABELS, NOT_BARS, file_features, partition_rows
 from liqrisk.pipelines.executors import make_executor
 from liqrisk.pipelines.generator import (
     DEFAULT_EVENTS,
@@ -703,26 +704,18 @@ def _file_populations(
         return _empty_population(), skipped
     keys = anchor_keys(positions)
     market_part = file_features(bars, bar_lengths, keys)
-    position_part = _position_features(
+    position_part = position_snapshot(
         market,
         instruments,
         positions,
-        horizon=parse_duration(feature_horizon, field="feature_horizon"),
-    )
+        feature_horizon=parse_duration(feature_horizon, field="feature_horizon"),
+    )[list(POSITION_FEATURES)]
     outcomes = _outcomes(bars, bar_lengths, instruments, positions)
     meta = positions.groupby("account", sort=False)[
         ["event", "lead", "drawn_as_of", "horizon"]
     ].first()
-    asset_class = {s: i.asset_class for s, i in instruments.items()}
-    rows = (
-        outcomes.join(meta)
-        .join(keys[["symbol"]])
-        .join(position_part)
-        .join(market_part)
-        .assign(file=file)
-    )
-    rows["asset_class"] = rows["symbol"].astype(str).map(asset_class)
-    rows = rows.astype({"status": "str", "reason": "str"})
+    rows = join_snapshot(outcomes.join(meta).join(position_part), market_part, keys, instruments)
+    rows = rows.assign(file=file).astype({"status": "str", "reason": "str"})
     columns = [
         *POPULATION_KEYS,
         *POSITION_FEATURES,
@@ -764,21 +757,6 @@ def _numbered(snapshots: list[pd.DataFrame]) -> pd.DataFrame:
         parts.append(frame.assign(account=codes + offset))
         offset += codes.max() + 1 if len(codes) else 0
     return pd.concat(parts, ignore_index=True)
-
-
-def _position_features(
-    market: Market,
-    instruments: Mapping[str, Instrument],
-    positions: pd.DataFrame,
-    *,
-    horizon: pd.Timedelta,
-) -> pd.DataFrame:
-    """``POSITION_FEATURES`` at as_of (index ``account``), the two engine calls ``partition_rows``
-    makes, with the training set's horizon instead of the outcome's."""
-    state = position_state(market, instruments, positions)
-    return account_position_features(
-        pd.concat([positions, state.drop(columns="error")], axis=1), horizon=horizon
-    )
 
 
 def _outcomes(

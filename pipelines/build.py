@@ -30,8 +30,9 @@ from liqrisk.features.durations import format_duration, parse_duration
 from liqrisk.features.instruments import Instrument
 from liqrisk.features.market import market_from_bars
 from liqrisk.features.market_features import MARKET_FEATURES, market_features
-from liqrisk.features.position import POSITION_FEATURES, account_position_features
-from liqrisk.features.replay import position_state, replay_horizons
+from liqrisk.features.position import POSITION_FEATURES
+from liqrisk.features.replay import replay_horizons
+from liqrisk.features.snapshot import IN_LIQUIDATION, anchor_keys, join_snapshot, position_snapshot
 from liqrisk.pipelines.accounts import Snapshots, read_snapshots
 from liqrisk.pipelines.bars import read_bars
 from liqrisk.pipelines.executors import chunks, make_executor
@@ -173,12 +174,10 @@ def build_dataset(config: BuildConfig) -> Dataset:
         labelled = executor.map(partition_rows, calls, desc="labels")
         timings["labels"] = time.perf_counter() - started - sum(timings.values())
     tables = []
-    asset_class = {s: i.asset_class for s, i in instruments.items()}
     for m, (name, _, _, keys) in enumerate(markets):
         parts = [rows for rows, o in zip(labelled, owner) if o == m]
-        rows = pd.concat(parts).join(features[m]).join(keys[["symbol"]])
+        rows = join_snapshot(pd.concat(parts), features[m], keys, instruments)
         rows.insert(0, "file", name)
-        rows["asset_class"] = rows["symbol"].map(asset_class)
         keep = rows["status"] == "ok"
         tables.append(rows.loc[keep].drop(columns=["status", "reason"]))
         excluded.append(rows.loc[~keep, ["file", "account_id", "as_of", "status", "reason"]])
@@ -215,16 +214,6 @@ def build_command(config_path: Path | None, *, out: Path | None, scheduler: str 
     return 0
 
 
-def anchor_keys(positions: pd.DataFrame) -> pd.DataFrame:
-    """Per account (index ``account``): ``account_id``, ``as_of`` and the symbol of its largest
-    position by entry notional, whose market features describe the account."""
-    size = positions["qty"] * positions["entry_price"].abs()
-    largest = size.groupby(positions["account"], sort=False).idxmax()
-    keys = positions.loc[largest, ["account", "as_of", "symbol"]].set_index("account")
-    ids = positions.groupby("account", sort=False)["account_id"].first() if "account_id" in positions else keys.index.astype(str)
-    return keys.assign(account_id=ids)
-
-
 def file_features(bars: pd.DataFrame, bar_lengths: Mapping[str, pd.Timedelta], keys: pd.DataFrame) -> pd.DataFrame:
     """Market features of each account's anchor symbol at its as_of (index ``account``)."""
     return market_features(bars, bar_lengths, keys[["symbol", "as_of"]])
@@ -243,29 +232,19 @@ def partition_rows(
     every horizon; otherwise ``reason`` says why (in liquidation at as_of, or the error).
     """
     market = market_from_bars(bars, bar_lengths)
-    state = position_state(market, instruments, positions)
-    longest = max(horizons, key=parse_duration)
-    features = account_position_features(
-        pd.concat([positions, state.drop(columns="error")], axis=1), horizon=parse_duration(longest)
-    )
-    first = positions.groupby("account", sort=False)
-    out = pd.DataFrame(
-        {
-            "account_id": first["account_id"].first(),
-            "as_of": first["as_of"].first(),
-            "margin_mode": first["margin_mode"].first(),
-        }
-    )
+    longest = parse_duration(max(horizons, key=parse_duration))
+    snapshot = position_snapshot(market, instruments, positions, feature_horizon=longest)
+    out = snapshot[["account_id", "as_of", "margin_mode"]].copy()
     status = pd.Series("ok", index=out.index, dtype=object)
     reason = pd.Series("", index=out.index, dtype=object)
     outcomes = replay_horizons(market, instruments, positions, horizons=[parse_duration(h) for h in horizons])
     for horizon, outcome in zip(horizons, outcomes):
         bad = (outcome["status"] != "ok") & (status == "ok")
         status[bad] = outcome.loc[bad, "status"]
-        reason[bad] = np.where(outcome.loc[bad, "status"] == "in_liquidation", "in liquidation at as_of", outcome.loc[bad, "error"])
+        reason[bad] = np.where(outcome.loc[bad, "status"] == "in_liquidation", IN_LIQUIDATION, outcome.loc[bad, "error"])
         for label in LABELS:
             out[f"{label}_{horizon}"] = outcome[label]
-    return out.assign(status=status, reason=reason).join(features)
+    return out.assign(status=status, reason=reason).join(snapshot[list(POSITION_FEATURES)])
 
 
 def data_card(
@@ -279,7 +258,7 @@ def data_card(
         grouped = table.groupby("asset_class")
         rates[horizon] = {
             cls: {
-                "rows": int(len(g)),
+                "rows": len(g),
                 "liquidated": float(g[f"liquidated_{horizon}"].astype(float).mean()),
                 "negative": float(g[f"negative_{horizon}"].astype(float).mean()),
                 "negative_count": int(g[f"negative_{horizon}"].sum()),
@@ -288,9 +267,9 @@ def data_card(
             for cls, g in grouped
         }
     return {
-        "rows": int(len(table)),
+        "rows": len(table),
         "excluded": {
-            "rows": int(len(excluded)),
+            "rows": len(excluded),
             "by_status": {str(k): int(v) for k, v in excluded["status"].value_counts().items()},
         },
         "rows_by_asset_class_and_year": {
@@ -360,7 +339,7 @@ def _event_rates(table: pd.DataFrame, generator: GeneratorConfig, horizons: Sequ
         rows = table.loc[inside]
         out[event.name] = {
             h: {
-                "rows": int(len(rows)),
+                "rows": len(rows),
                 "liquidated": float(rows[f"liquidated_{h}"].astype(float).mean()),
                 "negative": float(rows[f"negative_{h}"].astype(float).mean()),
                 "shortfall_sum": float(rows[f"shortfall_{h}"].sum()),

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=7)
     train.add_argument("--no-events", action="store_true", help="skip the historic event back-tests")
 
+    serve = commands.add_parser(
+        "serve", help="run the scoring service (settings from LIQRISK_SERVE__* variables and .env)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
     data = commands.add_parser("data", help="market data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="validate a bars file and print a report")
@@ -102,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     events=not args.no_events,
                 )
             )
+        if args.command == "serve":
+            import uvicorn
+
+            # By import path: pipelines never import serve (docs/design.md).
+            uvicorn.run("liqrisk.serve.app:create_app", factory=True, host=args.host, port=args.port)
+            return 0
         if args.command == "data" and args.data_command == "check":
             from liqrisk.pipelines.data_check import data_check_command
 

@@ -1,19 +1,10 @@
 """Instruments JSON: ``{symbol: {asset_class, tiers, ...}}``, keys left out from asset-class defaults."""
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from liqrisk.features.errors import InputError
-from liqrisk.features.instruments import Instrument, instrument_from_dict
+from liqrisk.features.instruments import InstrumentsFile, instruments_from_json
 
-
-@dataclass(frozen=True)
-class InstrumentsFile:
-    """Valid instruments, and for each bad entry the reason (its accounts become errors)."""
-
-    instruments: dict[str, Instrument]
-    errors: dict[str, str]
+__all__ = ["InstrumentsFile", "read_instruments"]
 
 
 def read_instruments(path: Path) -> InstrumentsFile:
@@ -21,17 +12,5 @@ def read_instruments(path: Path) -> InstrumentsFile:
 
     Raises ``InputError`` only when the file as a whole is unusable (not JSON, not an object).
     """
-    try:
-        raw = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: expected an object {{symbol: {{...}}}}, got {type(raw).__name__}")
-    instruments: dict[str, Instrument] = {}
-    errors: dict[str, str] = {}
-    for symbol, entry in raw.items():
-        try:
-            instruments[symbol] = instrument_from_dict(symbol, entry)
-        except InputError as exc:
-            errors[symbol] = f"{path.name}: {exc}"
-    return InstrumentsFile(instruments=instruments, errors=errors)
+    path = Path(path)
+    return instruments_from_json(path.read_text(), source=str(path), name=path.name)

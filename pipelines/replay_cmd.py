@@ -37,7 +37,7 @@ def replay_command(*, bars: Path, instruments: Path, accounts: Path, horizon: st
 
 def bar_lengths_of(instruments_file: InstrumentsFile) -> dict[str, pd.Timedelta]:
     """The bar lengths the instruments give; the others are inferred from the bars."""
-    return {s: i.bar_length for s, i in instruments_file.instruments.items() if i.bar_length is not None}
+    return instruments_file.bar_lengths()
 
 
 def replay_snapshots(

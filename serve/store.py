@@ -626,6 +626,20 @@ def account_level(engine: Engine, account_id: str) -> Level:
     return Level.NONE if level is None else Level(level)
 
 
+def account_levels(engine: Engine, account_ids: Sequence[str]) -> dict[str, Level]:
+    """Level each account holds now (``Level.NONE`` for accounts never scored)."""
+    ids = sorted(set(account_ids))
+    out = dict.fromkeys(ids, Level.NONE)
+    with engine.connect() as conn:
+        for start in range(0, len(ids), MAX_ACCOUNTS_PER_CALL):
+            chunk = ids[start : start + MAX_ACCOUNTS_PER_CALL]
+            query = sa.select(account_state.c.account_id, account_state.c.level).where(
+                account_state.c.account_id.in_(chunk)
+            )
+            out.update({a: Level(level) for a, level in conn.execute(query)})
+    return out
+
+
 # --- webhooks ----------------------------------------------------------------------------
 
 

@@ -10,14 +10,16 @@ from liqrisk.models.bundle import (
     BIAS,
     RiskModel,
     RiskModelPyfunc,
+    calibrated_lightgbm,
     contributions,
     input_example,
+    lightgbm_matrix,
     requirements,
 )
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import walk_forward_splits
 from liqrisk.models.tracking import configure_tracking
-from liqrisk.models.train import FEATURES, model_frame, train_split, uncalibrated
+from liqrisk.models.train import FEATURES, calibrate, model_frame, train_split, uncalibrated
 
 HORIZONS = ("1h", "24h", "7d")
 
@@ -110,3 +112,22 @@ def test_pyfunc_round_trip_through_the_registry(table, fitted, mlflow_work_dir) 
     pd.testing.assert_frame_equal(loaded.predict(rows), model.predict(rows))
     with pytest.raises(Exception, match="leverage"):
         loaded.predict(rows.drop(columns="leverage"))
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_probabilities_straight_from_the_booster_are_scikit_learns(table, fitted, method) -> None:
+    raw = uncalibrated(fitted["liquidated_24h"]["lightgbm"])
+    X = model_frame(table)
+    y = table["liquidated_24h"].to_numpy(bool)
+    classifier = calibrate(raw, X.iloc[:2000], y[:2000], method=method)
+    X = X.assign(asset_class=X["asset_class"].mask(X.index % 7 == 0))  # missing classes too
+    fast = calibrated_lightgbm(classifier, X, lightgbm_matrix(X))
+    np.testing.assert_array_equal(fast, classifier.predict_proba(X)[:, 1])
+    assert calibrated_lightgbm(fitted["liquidated_24h"]["logistic"], X, lightgbm_matrix(X)) is None
+
+
+def test_threads_do_not_change_the_predictions(table, fitted) -> None:
+    model = _model(table, fitted, "lightgbm")
+    before = model.predict(table)
+    model.set_threads(1)
+    pd.testing.assert_frame_equal(model.predict(table), before, check_exact=True)

@@ -75,3 +75,50 @@ def engine(db_url: str) -> Iterator[Engine]:
 def receiver() -> Iterator[Receiver]:
     with Receiver() as r:
         yield r
+
+
+# --- the HTTP service ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def risk_model(make_dataset):
+    """A small real RiskModel (LightGBM, every horizon), trained once per session."""
+    from api_support import small_risk_model
+
+    return small_risk_model(make_dataset(3000, seed=1))
+
+
+@pytest.fixture(scope="module")
+def model_store(
+    tmp_path_factory: pytest.TempPathFactory, migrated_mlflow_db: Path, risk_model
+) -> Iterator[str]:
+    """Tracking URI of a fresh MLflow store holding ``risk_model`` as ``liqrisk`` v1 @champion.
+
+    MLflow's process-wide URIs (which the service sets too) are reset afterwards.
+    """
+    import shutil
+
+    import mlflow
+    from api_support import register
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+            mp.setenv(var, "")
+            mp.delenv(var)
+        folder = tmp_path_factory.mktemp("mlflow")
+        shutil.copy(migrated_mlflow_db, folder / "mlflow.db")
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        register(risk_model, uri)
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="module")
+def market_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 days of hourly bars of BTCUSDT and ETHUSDT from 2024-01-01, and their instruments."""
+    from api_support import MARKET, write_market
+
+    return write_market(tmp_path_factory.mktemp("data"), **MARKET)

@@ -1,0 +1,242 @@
+"""Scoring service under load: `liqrisk serve` (uvicorn) against the champion served by
+`mlflow models serve`, both on 127.0.0.1, driven by an async httpx client in this process.
+
+    python bench/bench_serve.py [--seconds 20] [--rate 200]
+
+Needs the champion of the main job (`liqrisk run`) in runs/mlflow. For each server:
+
+- **single, open loop**: one account a request, sent at a fixed rate (default 200/s)
+  whatever the answers do, for a bounded time; latency p50 / p99 and the rate achieved;
+- **single, closed loop**: 8 clients sending one account a request back to back; the
+  throughput (requests/s) is the capacity figure the ratio compares;
+- **batch of 1,000**: one client, back to back; latency p50 / p99 and accounts/s.
+
+liqrisk receives accounts in the contract's snapshot shape and computes every feature
+from its market state; the reference receives the already computed feature rows of the
+same accounts (MLflow has no feature step), so the comparison favours the reference.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, *, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
+
+
+def bench_accounts(n: int, seed: int = 11) -> tuple[list[dict], pd.DataFrame]:
+    """``n`` seeded accounts on the bundled crypto bars, as snapshots (for liqrisk) and as the
+    offline pipeline's feature rows (for the reference), same accounts in the same order."""
+    import tempfile
+
+    from liqrisk.features.market import market_from_bars
+    from liqrisk.pipelines.accounts import write_snapshots
+    from liqrisk.pipelines.bars import read_bars
+    from liqrisk.pipelines.build import BuildConfig, build_dataset
+    from liqrisk.pipelines.generator import generate_accounts
+    from liqrisk.pipelines.instruments_file import read_instruments
+    from liqrisk.pipelines.replay_cmd import bar_lengths_of
+
+    catalog = read_instruments(ROOT / "data" / "instruments.json")
+    bars = read_bars(ROOT / "data" / "crypto_1h.parquet").bars
+    market = market_from_bars(bars, bar_lengths_of(catalog))
+    positions = generate_accounts(market, catalog.instruments, n_accounts=n, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "accounts.jsonl"
+        write_snapshots(positions, path)
+        accounts = [json.loads(line) for line in path.read_text().splitlines()]
+        config = BuildConfig.from_dict(
+            {"data_dir": str(ROOT / "data"), "files": ["crypto_1h.parquet"], "accounts": str(path), "out": tmp}
+        )
+        table = build_dataset(config).table
+    order = {a["account_id"]: i for i, a in enumerate(accounts)}
+    table = table.sort_values("account_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    kept = set(table["account_id"])
+    return [a for a in accounts if a["account_id"] in kept], table
+
+
+def dataframe_split(rows: pd.DataFrame) -> dict:
+    from liqrisk.models.bundle import input_example
+
+    frame = input_example(rows, n=len(rows))
+    return {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+
+
+async def open_loop(send: Callable, payloads: list, *, rate: float, seconds: float) -> dict:
+    latencies, errors = [], 0
+    start = time.perf_counter()
+
+    async def one(payload) -> None:
+        nonlocal errors
+        t0 = time.perf_counter()
+        try:
+            ok = await send(payload)
+        except httpx.HTTPError:
+            ok = False
+        latencies.append(time.perf_counter() - t0)
+        errors += not ok
+
+    tasks = []
+    k = 0
+    while (now := time.perf_counter() - start) < seconds:
+        due = k / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        tasks.append(asyncio.create_task(one(payloads[k % len(payloads)])))
+        k += 1
+    await asyncio.gather(*tasks)
+    return _stats(latencies, errors, time.perf_counter() - start)
+
+
+async def closed_loop(send: Callable, payloads: list, *, clients: int, seconds: float) -> dict:
+    latencies, errors = [], 0
+    start = time.perf_counter()
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        k = offset
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            try:
+                ok = await send(payloads[k % len(payloads)])
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - t0)
+            errors += not ok
+            k += clients
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return _stats(latencies, errors, time.perf_counter() - start)
+
+
+def _stats(latencies: list[float], errors: int, seconds: float) -> dict:
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(ms),
+        "errors": errors,
+        "per_s": len(ms) / seconds,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+    }
+
+
+async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict, rate: float, seconds: float) -> dict:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as client:
+
+        async def send(payload) -> bool:
+            r = await client.post("", json=payload)
+            return r.status_code == 200
+
+        singles = [payload_of([a]) for a in accounts[:500]]
+        batches = [payload_of(accounts[i : i + 1000]) for i in range(0, len(accounts) - 999, 1000)]
+        await send(singles[0])  # warm-up
+        return {
+            "single, open loop": await open_loop(send, singles, rate=rate, seconds=seconds),
+            "single, closed loop (8 clients)": await closed_loop(send, singles, clients=8, seconds=seconds),
+            "batch of 1,000": await closed_loop(send, batches, clients=1, seconds=seconds),
+        }
+
+
+def start_liqrisk(port: int, work: Path) -> subprocess.Popen:
+    import hashlib
+
+    keys = [{"name": "bench", "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "scopes": ["score"]}]
+    env = os.environ | {
+        "LIQRISK_SERVE__API_KEYS": json.dumps(keys),
+        "LIQRISK_SERVE__DATABASE_URL": f"sqlite:///{work / 'bench-warnings.db'}",
+    }
+    cmd = [sys.executable, "-m", "liqrisk.pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_mlflow(port: int) -> subprocess.Popen:
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'runs' / 'mlflow' / 'mlflow.db'}"}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/liqrisk@champion",
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--accounts", type=int, default=5000)
+    args = parser.parse_args()
+    if not (ROOT / "runs" / "mlflow" / "mlflow.db").exists():
+        print("bench_serve: no MLflow store at runs/mlflow; run `liqrisk run` first", file=sys.stderr)
+        return 2
+    accounts, rows = bench_accounts(args.accounts)
+    print(f"{len(accounts):,} accounts (crypto_1h, seeded); {args.seconds:.0f}s per case", file=sys.stderr)
+    work = ROOT / "runs" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    port = free_port()
+    server = start_liqrisk(port, work)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        results["liqrisk serve"] = asyncio.run(
+            drive(f"http://127.0.0.1:{port}/v1/score", lambda a: {"accounts": a}, accounts,
+                  headers={"X-API-Key": API_KEY}, rate=args.rate, seconds=args.seconds)
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+    port = free_port()
+    reference = start_mlflow(port)
+    index = {a["account_id"]: i for i, a in enumerate(accounts)}
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/ping")
+        results["mlflow models serve"] = asyncio.run(
+            drive(f"http://127.0.0.1:{port}/invocations",
+                  lambda a: dataframe_split(rows.iloc[[index[x["account_id"]] for x in a]]), accounts,
+                  headers={}, rate=args.rate, seconds=args.seconds)
+        )
+    finally:
+        reference.terminate()
+        reference.wait(30)
+    report(results)
+    return 0
+
+
+def report(results: dict) -> None:
+    print(f"{'server':22} {'case':34} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for server, cases in results.items():
+        for case, s in cases.items():
+            print(f"{server:22} {case:34} {s['requests']:>9,} {s['errors']:>7} {s['per_s']:>9.1f} "
+                  f"{s['p50_ms']:>8.1f} {s['p99_ms']:>8.1f}")
+    ours, ref = results["liqrisk serve"], results["mlflow models serve"]
+    for case in ours:
+        print(f"throughput ratio, {case}: {ours[case]['per_s'] / ref[case]['per_s']:.2f}x the reference")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

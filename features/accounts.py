@@ -1,0 +1,234 @@
+"""Account snapshots as the replay interface shapes them (JSON objects), checked and turned into
+the engine's positions frame.
+
+An account is ``{"account_id", "as_of", "margin_mode", "collateral", "positions": [{"symbol",
+"side", "qty", "entry_price", "collateral"?}]}`` (``docs/liquidation-contract.md``). Each bad
+account becomes an error row naming the field (``positions[1].qty must be > 0, got -1``) and
+never stops the others. The field rules are written once (:func:`account_fields`); the file
+readers (``liqrisk.pipelines.accounts``: JSONL lines, Parquet rows) and the scoring service use
+them, a file format only changing how fields are spelt (:class:`Dialect`).
+"""
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from liqrisk.features.errors import InputError
+from liqrisk.features.replay import POSITION_COLUMNS
+
+MARGIN_MODES = ("cross", "isolated")
+ACCOUNT_COLUMNS = ("account", "line", "account_id", "as_of", "error")
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """Accounts in input order and their positions.
+
+    ``accounts`` has one row per account: ``account`` (0-based order), ``line``
+    (JSONL: 1-based line number), ``account_id``, ``as_of`` (NaT where it could not
+    be read) and ``error`` (``""`` for a valid account). Read from Parquet it also has
+    ``row``, the 0-based row of the account's first position, and ``line`` is NA.
+    ``positions`` holds the positions of the valid accounts with ``POSITION_COLUMNS``.
+    """
+
+    accounts: pd.DataFrame
+    positions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How an input format names what the validators check: one set of rules, several spellings."""
+
+    number: str  # how a number is called in messages
+    prefix: Callable[[int], str]  # the field prefix of position i
+    position_collateral: str  # the key of a position's own collateral
+
+
+JSON = Dialect(number="a JSON number", prefix=lambda i: f"positions[{i}].", position_collateral="collateral")
+
+
+def snapshots_from_dicts(raws: Iterable[Any]) -> Snapshots:
+    """Account objects (already decoded from JSON) as :class:`Snapshots`; never raises for a bad one.
+
+    ``line`` is NA; an error names the field path (``positions[0].qty``) but no line.
+    """
+    builder = SnapshotsBuilder()
+    for raw in raws:
+        builder.add(raw)
+    return builder.snapshots()
+
+
+class SnapshotsBuilder:
+    """Collects accounts one by one (valid or not) into :class:`Snapshots`."""
+
+    def __init__(self) -> None:
+        self._accounts: list[dict[str, Any]] = []
+        self._rows: list[tuple] = []
+
+    def add(self, raw: Any, *, line: int | None = None) -> None:
+        """One account object; a bad one is an error row (prefixed ``line N: `` when ``line``)."""
+        code = len(self._accounts)
+        where = "" if line is None else f"line {line}: "
+        record: dict[str, Any] = {"account": code, "line": line, "account_id": "", "as_of": pd.NaT}
+        if isinstance(raw, dict):
+            record["account_id"] = id_text(raw.get("account_id"))
+        try:
+            account = account_fields(raw)
+        except InputError as exc:
+            if isinstance(raw, dict):
+                record["as_of"] = _as_of_or_nat(raw.get("as_of"))
+            record["error"] = f"{where}{exc}"
+            self._accounts.append(record)
+            return
+        record.update(as_of=account["as_of"], error="")
+        self._accounts.append(record)
+        for pos in account["positions"]:
+            self._rows.append(
+                (
+                    code,
+                    account["as_of"],
+                    account["margin_mode"],
+                    pos["collateral"],
+                    pos["symbol"],
+                    pos["side"],
+                    pos["qty"],
+                    pos["entry_price"],
+                )
+            )
+
+    def add_error(self, message: str, *, line: int | None = None) -> None:
+        """An account that could not even be read as an object (e.g. a line that is not JSON)."""
+        code = len(self._accounts)
+        self._accounts.append(
+            {"account": code, "line": line, "account_id": "", "as_of": pd.NaT, "error": message}
+        )
+
+    def snapshots(self) -> Snapshots:
+        frame = pd.DataFrame.from_records(self._rows, columns=list(POSITION_COLUMNS))
+        frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True).dt.as_unit("us")
+        table = pd.DataFrame.from_records(self._accounts, columns=list(ACCOUNT_COLUMNS))
+        table["as_of"] = pd.to_datetime(table["as_of"], utc=True).dt.as_unit("us")
+        return Snapshots(accounts=table, positions=frame.astype({"side": "int8"}))
+
+
+def parse_as_of(value: Any, field: str = "as_of") -> pd.Timestamp:
+    """An ISO 8601 timestamp (or a ``datetime``) as UTC; one without an offset is read as UTC."""
+    if isinstance(value, datetime):  # pd.Timestamp too; never from JSON, but from an API layer
+        ts = pd.Timestamp(value)
+        return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).as_unit("us")
+    if not isinstance(value, str):
+        raise InputError(f"{field} must be an ISO 8601 string, got {value!r}")
+    try:  # the fast path, ten times quicker than pd.Timestamp for the common forms
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        try:  # an offset can push year 1 or 9999 out of datetime's range
+            parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except OverflowError:
+            raise InputError(f"{field} is out of range: {value!r}") from None
+        return pd.Timestamp(parsed).as_unit("us")
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError:
+        raise InputError(f"{field} is not an ISO 8601 timestamp: {value!r}") from None
+    if ts is pd.NaT:
+        raise InputError(f"{field} is not an ISO 8601 timestamp: {value!r}")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.as_unit("us")
+
+
+def account_fields(raw: Any, dialect: Dialect = JSON) -> dict[str, Any]:
+    """The checked fields of one account object: ``as_of``, ``margin_mode`` and ``positions``
+    (dicts of ``symbol, side, qty, entry_price, collateral``, the account's collateral for cross).
+
+    Raises ``InputError`` naming the first bad field (``positions[1].qty must be > 0, got -1``).
+    """
+    if not isinstance(raw, dict):
+        raise InputError(f"expected a JSON object, got {type(raw).__name__}")
+    _require(raw, "account_id", "")
+    if not isinstance(raw["account_id"], str | int) or isinstance(raw["account_id"], bool):
+        raise InputError(f"account_id must be a string or an integer, got {raw['account_id']!r}")
+    _require(raw, "as_of", "")
+    as_of = parse_as_of(raw["as_of"])
+    _require(raw, "margin_mode", "")
+    mode = raw["margin_mode"]
+    if mode not in MARGIN_MODES:
+        raise InputError(f"margin_mode must be 'cross' or 'isolated', got {mode!r}")
+    collateral = None
+    if mode == "cross":
+        _require(raw, "collateral", "")
+        collateral = _amount(raw["collateral"], "collateral", dialect)
+    elif raw.get("collateral") is not None:
+        _amount(raw["collateral"], "collateral", dialect)  # not used for isolated, but never negative
+    _require(raw, "positions", "")
+    if not isinstance(raw["positions"], list):
+        raise InputError(f"positions must be a list, got {type(raw['positions']).__name__}")
+    if not raw["positions"]:
+        raise InputError("positions is empty: an account needs at least one position")
+    positions = [_position(p, i, mode, collateral, dialect) for i, p in enumerate(raw["positions"])]
+    return {"as_of": as_of, "margin_mode": mode, "positions": positions}
+
+
+def _position(
+    raw: Any, i: int, mode: str, account_collateral: float | None, dialect: Dialect = JSON
+) -> dict[str, Any]:
+    prefix = dialect.prefix(i)
+    if not isinstance(raw, dict):
+        raise InputError(f"{prefix.rstrip('.')} must be an object, got {type(raw).__name__}")
+    for key in ("symbol", "side", "qty", "entry_price"):
+        _require(raw, key, prefix)
+    if not isinstance(raw["symbol"], str) or not raw["symbol"]:
+        raise InputError(f"{prefix}symbol must be a non-empty string, got {raw['symbol']!r}")
+    side = raw["side"]
+    # JSON has one number type; like JSON Schema's "integer", 1.0 counts as the integer 1.
+    if isinstance(side, bool) or not isinstance(side, int | float) or side not in (1, -1):
+        raise InputError(f"{prefix}side must be 1 (long) or -1 (short), got {side!r}")
+    qty = _number(raw["qty"], f"{prefix}qty", dialect)
+    entry = _number(raw["entry_price"], f"{prefix}entry_price", dialect)
+    for field, value in (("qty", qty), ("entry_price", entry)):
+        if not value > 0:
+            raise InputError(f"{prefix}{field} must be > 0, got {raw[field]!r}")
+    if mode == "isolated":
+        key = dialect.position_collateral
+        _require(raw, key, prefix, why=" (isolated margin: each position carries its own)")
+        collateral = _amount(raw[key], f"{prefix}{key}", dialect)
+    else:
+        collateral = account_collateral
+    return {"symbol": raw["symbol"], "side": int(side), "qty": qty, "entry_price": entry, "collateral": collateral}
+
+
+def _require(raw: dict[str, Any], key: str, prefix: str, why: str = "") -> None:
+    if key not in raw or raw[key] is None:
+        raise InputError(f"{prefix}{key} is missing{why}")
+
+
+def _number(value: Any, field: str, dialect: Dialect = JSON) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{field} must be {dialect.number}, got {value!r}")
+    if not math.isfinite(value):
+        raise InputError(f"{field} must be finite, got {value!r}")
+    return float(value)
+
+
+def _amount(value: Any, field: str, dialect: Dialect = JSON) -> float:
+    number = _number(value, field, dialect)
+    if number < 0:
+        raise InputError(f"{field} must be >= 0, got {value!r}")
+    return number
+
+
+def id_text(value: Any) -> str:
+    """An account id as text (``""`` where it is missing or not a scalar)."""
+    return "" if value is None or isinstance(value, dict | list) else str(value)
+
+
+def _as_of_or_nat(value: Any) -> pd.Timestamp:
+    try:
+        return parse_as_of(value)
+    except InputError:
+        return pd.NaT

@@ -1,0 +1,674 @@
+"""The HTTP service: ``create_app`` builds the FastAPI app that ``liqrisk serve`` runs.
+
+Routes (scopes in brackets; see :mod:`liqrisk.serve.security`):
+
+- ``GET /healthz``: the process is up. ``GET /readyz``: 200 once the model and the market
+  data are loaded, else 503 with the reasons; names the model version and the latest bar.
+- ``POST /v1/score`` [score]: accounts in, per account the probabilities per horizon, the
+  rule baseline, the top reasons, the model version and the warning level.
+- ``POST /v1/bars`` [ingest]: append bars to the market state, all or none.
+- ``GET /v1/warnings?after=&limit=`` [warnings:read]: the warnings feed, oldest first.
+- ``POST/GET /v1/webhooks``, ``GET/DELETE /v1/webhooks/{id}``,
+  ``GET /v1/webhooks/{id}/deliveries``, ``GET /v1/deliveries?warning_id=`` [webhooks:admin].
+- ``POST /v1/admin/reload`` [admin]: check the alias now instead of at the next poll.
+
+Choices, stated once:
+
+- **Warnings are stored before the answer.** ``/v1/score`` scores, then records every scored
+  account's P(negative) at ``level_horizon`` with :func:`~liqrisk.serve.store.record_scores`
+  (one committed transaction: levels, warnings, outbox rows), and only then responds. If the
+  store fails the request fails (503, "nothing acknowledged"): a client never holds a score
+  whose warning was not stored. A failure after the commit loses nothing; a retry scores again
+  and raises nothing twice (hysteresis holds the level). The ``scored_at`` of each event is
+  the snapshot's ``as_of``, so snapshots that arrive out of order cannot move a level back.
+- **An account already in liquidation is ``critical``.** It is not scored (its ``horizons``
+  are empty), but it is past every threshold: the engine already meets ``E <= MM``. It is
+  recorded as probability 1.0, so the feed and the webhooks say "critical" for it once, as for
+  any other account that reaches the level, and a later healthy score releases it as usual.
+  Accounts with ``status: error`` get no level (``null``) and change nothing.
+- **One bad account never stops the others** (as in ``liqrisk replay``): each account is
+  validated on its own and an invalid one becomes an ``error`` row naming its field path;
+  only a wrong envelope (no ``accounts``, a bad ``what_if``) refuses the whole request.
+- **Errors.** 401/403 from the key check; 413 above ``max_body_bytes`` (by ``Content-Length``,
+  or while a chunked body streams in); 422 for validation with every
+  field path (``body.bars[3].close``, with the bar's symbol) and for
+  :class:`~liqrisk.features.errors.InputError` with its text; 503 while not ready; anything
+  unexpected is logged with a request id and answered ``{"detail": "internal error",
+  "request_id": ...}``, never with a trace. Every response carries ``X-Request-ID``.
+"""
+
+import ipaddress
+import logging
+import math
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as ASGIScope
+
+from liqrisk.features.errors import InputError
+from liqrisk.serve import store
+from liqrisk.serve.runtime import NotReady, Runtime, Served
+from liqrisk.serve.schemas import (
+    NOT_FOUND,
+    NOT_READY,
+    PAGE_LIMIT,
+    AccountScore,
+    BarsRequest,
+    BarsResponse,
+    DeliveryOut,
+    ErrorOut,
+    FieldError,
+    Health,
+    MarketInfo,
+    ModelInfo,
+    ModelRef,
+    Readiness,
+    ReloadOut,
+    ScoreRequest,
+    ScoreResponse,
+    ValidationErrorOut,
+    WarningOut,
+    WarningsPage,
+    WebhookCreated,
+    WebhookIn,
+    WebhookOut,
+    field_path,
+    responses,
+)
+from liqrisk.serve.security import SettingsDep, require
+from liqrisk.serve.settings import ApiKey, Scope, ServeSettings
+from liqrisk.serve.webhooks import warning_data
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+IN_LIQUIDATION_PROBABILITY = 1.0  # recorded for accounts already in liquidation (see above)
+MAX_DB_INT = 2**63 - 1
+MAX_ACCOUNT_ID = 200  # the store's column
+_MAX_LISTED_ERRORS = 10
+
+
+# --- app -------------------------------------------------------------------------------------
+
+
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    """The service, configured by ``settings`` (default: read from the environment).
+
+    Parameters
+    ----------
+    settings : ServeSettings, optional
+
+    Returns
+    -------
+    FastAPI
+        Its lifespan opens the store, starts the webhook sender and loads the market and the
+        model in the background; ``app.state.runtime`` holds them while it runs.
+    """
+    settings = settings if settings is not None else ServeSettings()
+    app = FastAPI(
+        title="liqrisk",
+        summary="Liquidation and bad-debt risk of leveraged accounts, with warnings.",
+        version=_package_version(),
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(NotReady, _not_ready)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(probes)
+    app.include_router(api)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime = Runtime(app.state.settings)
+    runtime.open()
+    app.state.runtime = runtime
+    runtime.start()
+    try:
+        yield
+    finally:
+        runtime.close()
+
+
+def _package_version() -> str:
+    try:
+        return version("liqrisk")
+    except PackageNotFoundError:
+        return "0"
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise NotReady("the service is starting")
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+# --- request ids and errors ------------------------------------------------------------------
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (``request.state.request_id``) and returns it as a header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, rid)
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, detail=f"request body larger than the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for a body above ``max_bytes``: at once when ``Content-Length`` says so, else as
+    soon as the streamed body passes the limit (the route's body reader re-raises the
+    HTTPException, so it is answered as JSON like every other error)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse({"detail": BodyTooLarge(self.max_bytes).detail}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or uuid.uuid4().hex
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    rid = request_id(request)
+    log.error(
+        "request %s: %s %s failed", rid, request.method, request.url.path, exc_info=exc
+    )
+    body = ErrorOut(detail="internal error", request_id=rid)
+    return JSONResponse(body.model_dump(), status_code=500, headers={REQUEST_ID_HEADER: rid})
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+    body = ValidationErrorOut(detail=str(exc))
+    return JSONResponse(body.model_dump(), status_code=422)
+
+
+async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"}
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [_field_error(e, exc.body) for e in exc.errors()]
+    shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:_MAX_LISTED_ERRORS])
+    if len(errors) > _MAX_LISTED_ERRORS:
+        shown += f"; and {len(errors) - _MAX_LISTED_ERRORS} more"
+    body = ValidationErrorOut(detail=shown, errors=errors[:100])
+    return JSONResponse(jsonable_encoder(body), status_code=422)
+
+
+def _field_error(error: Any, body: Any) -> FieldError:
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        at = loc[1] if len(loc) > 1 else "?"
+        reason = (error.get("ctx") or {}).get("error", "")
+        return FieldError(field="body", message=f"invalid JSON at character {at}: {reason}", type="json_invalid")
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    symbol = _bar_symbol(loc, body)
+    if symbol is not None:
+        message += f" (symbol={symbol})"
+    return FieldError(field=field_path(loc), message=message, type=str(error.get("type", "")))
+
+
+def _bar_symbol(loc: tuple, body: Any) -> str | None:
+    """The symbol of the bar an error is in, so a bad bar is named by row and symbol."""
+    if len(loc) < 3 or loc[:2] != ("body", "bars") or not isinstance(loc[2], int):
+        return None
+    try:
+        symbol = body["bars"][loc[2]]["symbol"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return symbol if isinstance(symbol, str) else None
+
+
+def _store_unavailable(exc: sa.exc.SQLAlchemyError) -> HTTPException:
+    log.error("warnings store failed", exc_info=exc)
+    return HTTPException(
+        status_code=503,
+        detail="warnings store unavailable: nothing was acknowledged, retry the request",
+        headers={"Retry-After": "5"},
+    )
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+probes = APIRouter(tags=["probes"])
+
+
+@probes.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is up (says nothing about the model)."""
+    return Health()
+
+
+@probes.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why."}},
+)
+def readyz(request: Request) -> JSONResponse:
+    """Ready once the model and the market data are loaded."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        body = Readiness(ready=False, model=None, market=None, reasons=["starting"])
+        return JSONResponse(jsonable_encoder(body), status_code=503)
+    served, market = runtime.served, runtime.market
+    body = Readiness(
+        ready=served is not None and market is not None,
+        model=None if served is None else _model_info(served),
+        market=None if market is None else _market_info(market),
+        reasons=[f"{k}: {v}" for k, v in runtime.problems.items()],
+    )
+    return JSONResponse(jsonable_encoder(body), status_code=200 if body.ready else 503)
+
+
+def _model_info(served: Served) -> ModelInfo:
+    return ModelInfo(
+        name=served.name,
+        version=served.version,
+        uri=served.uri,
+        horizons=list(served.model.horizons),
+        loaded_at=served.loaded_at,
+    )
+
+
+def _market_info(market: Any) -> MarketInfo:
+    latest = market.latest
+    if isinstance(latest, dict | pd.Series):
+        values = [pd.Timestamp(v) for v in dict(latest).values() if v is not None]
+        latest = max(values) if values else None
+    return MarketInfo(symbols=len(market.symbols()), latest=_to_datetime(latest))
+
+
+def _to_datetime(value: Any) -> datetime | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(UTC)
+    return ts.to_pydatetime()
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+api = APIRouter(prefix="/v1")
+
+
+@api.post(
+    "/score",
+    response_model=ScoreResponse,
+    responses=responses(NOT_READY),
+    tags=["scoring"],
+)
+def score(
+    body: ScoreRequest,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    _key: Annotated[ApiKey, Depends(require(Scope.SCORE))],
+) -> ScoreResponse:
+    """Score accounts; warnings they raise are stored before this answers."""
+    if len(body.accounts) > settings.max_accounts:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "accounts"),
+                    "msg": f"at most {settings.max_accounts} accounts per request, "
+                    f"got {len(body.accounts)}",
+                    "type": "too_long",
+                }
+            ]
+        )
+    served = runtime.require_served()
+    engine = runtime.require_engine()
+    results = _score_accounts(served, body)
+    events = _score_events(results, horizon=settings.level_horizon, model_version=served.version)
+    try:
+        raised = store.record_scores(engine, events, settings.thresholds)
+        levels = store.account_levels(engine, [e.account_id for e in events])
+    except sa.exc.SQLAlchemyError as exc:
+        raise _store_unavailable(exc) from exc
+    if raised and runtime.outbox is not None:
+        runtime.outbox.notify()
+    raised_ids = {w.account_id: w.id for w in raised}
+    for row in results:
+        if row.get("status") in ("ok", "in_liquidation") and row.get("account_id") in levels:
+            row["level"] = levels[row["account_id"]].label
+            row["warning_id"] = raised_ids.get(row["account_id"])
+    return ScoreResponse(
+        model=ModelRef(name=served.name, version=served.version, kinds=dict(served.model.kinds)),
+        level_horizon=settings.level_horizon,
+        results=[AccountScore.model_validate(r) for r in results],
+    )
+
+
+def _score_accounts(served: Served, body: ScoreRequest) -> list[dict[str, Any]]:
+    """The scorer's result per account, in input order; ids too long to store become errors."""
+    what_if = None if body.what_if is None else body.what_if.model_dump(exclude_none=True)
+    results = served.scorer.score(body.accounts, as_of=body.as_of, what_if=what_if)
+    if len(results) != len(body.accounts):
+        raise RuntimeError(f"scorer returned {len(results)} results for {len(body.accounts)} accounts")
+    for row in results:
+        account_id = row.get("account_id")
+        if isinstance(account_id, str) and len(account_id) > MAX_ACCOUNT_ID:
+            row |= {
+                "status": "error",
+                "error": f"account_id: at most {MAX_ACCOUNT_ID} characters, got {len(account_id)}",
+                "horizons": None,
+                "baseline": None,
+                "reasons": [],
+                "what_if": None,
+            }
+    return results
+
+
+def _score_events(
+    results: list[dict[str, Any]], *, horizon: str, model_version: str
+) -> list[store.ScoreEvent]:
+    events = []
+    for row in results:
+        state = row.get("status")
+        if state == "ok":
+            probability = row["horizons"][horizon]["p_negative"]
+            probability = math.nan if probability is None else float(probability)
+        elif state == "in_liquidation":
+            probability = IN_LIQUIDATION_PROBABILITY
+        else:
+            continue
+        if not math.isfinite(probability):
+            log.warning("account %r: P(negative) is %s; not recorded", row["account_id"], probability)
+            continue
+        events.append(
+            store.ScoreEvent(
+                account_id=row["account_id"],
+                probability=min(max(probability, 0.0), 1.0),
+                scored_at=_to_datetime(row.get("as_of")) or datetime.now(UTC),
+                model_version=model_version,
+            )
+        )
+    return events
+
+
+@api.post(
+    "/bars",
+    response_model=BarsResponse,
+    responses=responses(NOT_READY),
+    tags=["market"],
+)
+def post_bars(
+    body: BarsRequest,
+    runtime: RuntimeDep,
+    _key: Annotated[ApiKey, Depends(require(Scope.INGEST))],
+) -> BarsResponse:
+    """Append bars to the market state: all of them, or none (422 naming row, symbol, field)."""
+    market = runtime.require_market()
+    frame = pd.DataFrame([b.model_dump() for b in body.bars])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[us, UTC]")
+    for column in ("open", "high", "low", "close", "volume"):
+        frame[column] = frame[column].astype("float64")
+    appended = market.append(frame)
+    latest = frame.groupby("symbol")["ts"].max()
+    return BarsResponse(
+        appended=int(appended),
+        latest={str(s): ts.to_pydatetime() for s, ts in latest.items()},
+    )
+
+
+@api.get(
+    "/warnings",
+    response_model=WarningsPage,
+    responses=responses(NOT_READY),
+    tags=["warnings"],
+)
+def get_warnings(
+    runtime: RuntimeDep,
+    _key: Annotated[ApiKey, Depends(require(Scope.WARNINGS_READ))],
+    after: Annotated[
+        str | None,
+        Query(max_length=19, description="`next_cursor` of the previous page; empty: from the start"),
+    ] = None,
+    limit: Annotated[int, PAGE_LIMIT] = 100,
+) -> WarningsPage:
+    """Warnings after ``after``, oldest first; each appears exactly once across pages."""
+    if after and after.isascii() and after.isdigit() and int(after) > MAX_DB_INT:
+        raise InputError(f"warnings feed: after must be a cursor from a previous page, got {after!r}")
+    try:
+        page = store.warnings_after(runtime.require_engine(), after, limit)
+    except sa.exc.SQLAlchemyError as exc:
+        raise _store_unavailable(exc) from exc
+    return WarningsPage(
+        items=[WarningOut.model_validate(warning_data(w)) for w in page.items],
+        next_cursor=page.next_cursor,
+        has_more=page.has_more,
+    )
+
+
+WebhooksKey = Annotated[ApiKey, Depends(require(Scope.WEBHOOKS_ADMIN))]
+
+
+@api.post(
+    "/webhooks",
+    status_code=201,
+    response_model=WebhookCreated,
+    responses=responses(NOT_READY),
+    tags=["webhooks"],
+)
+def post_webhook(
+    body: WebhookIn, runtime: RuntimeDep, settings: SettingsDep, _key: WebhooksKey
+) -> WebhookCreated:
+    """Register an endpoint for signed warnings; the secret is shown only in this answer."""
+    check_webhook_url(body.url, allow_private=settings.webhook_allow_private)
+    hook = store.register_webhook(
+        runtime.require_engine(), body.url, secret=body.secret, description=body.description
+    )
+    return WebhookCreated(**_webhook_fields(hook), secret=hook.secret)
+
+
+@api.get("/webhooks", response_model=list[WebhookOut], responses=responses(NOT_READY), tags=["webhooks"])
+def get_webhooks(runtime: RuntimeDep, _key: WebhooksKey) -> list[WebhookOut]:
+    """Registered webhooks, oldest first (secrets are not shown)."""
+    return [WebhookOut(**_webhook_fields(h)) for h in store.list_webhooks(runtime.require_engine())]
+
+
+@api.get(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    responses=responses(NOT_READY, NOT_FOUND),
+    tags=["webhooks"],
+)
+def get_webhook(webhook_id: str, runtime: RuntimeDep, _key: WebhooksKey) -> WebhookOut:
+    hook = store.get_webhook(runtime.require_engine(), webhook_id)
+    if hook is None:
+        raise HTTPException(404, detail=f"no webhook {webhook_id!r}")
+    return WebhookOut(**_webhook_fields(hook))
+
+
+@api.delete(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    responses=responses(NOT_READY, NOT_FOUND),
+    tags=["webhooks"],
+)
+def delete_webhook(webhook_id: str, runtime: RuntimeDep, key: WebhooksKey) -> WebhookOut:
+    """Disable a webhook: nothing more is sent to it; its pending deliveries fail."""
+    engine = runtime.require_engine()
+    if store.get_webhook(engine, webhook_id) is None:
+        raise HTTPException(404, detail=f"no webhook {webhook_id!r}")
+    store.disable_webhook(engine, webhook_id, reason=f"disabled through the API by {key.name!r}")
+    hook = store.get_webhook(engine, webhook_id)
+    assert hook is not None
+    return WebhookOut(**_webhook_fields(hook))
+
+
+@api.get(
+    "/webhooks/{webhook_id}/deliveries",
+    response_model=list[DeliveryOut],
+    responses=responses(NOT_READY, NOT_FOUND),
+    tags=["webhooks"],
+)
+def get_webhook_deliveries(webhook_id: str, runtime: RuntimeDep, _key: WebhooksKey) -> list[DeliveryOut]:
+    """Every delivery to one webhook, oldest first, with its state."""
+    engine = runtime.require_engine()
+    if store.get_webhook(engine, webhook_id) is None:
+        raise HTTPException(404, detail=f"no webhook {webhook_id!r}")
+    return [_delivery_out(d) for d in store.delivery_state(engine, webhook_id=webhook_id)]
+
+
+@api.get(
+    "/deliveries",
+    response_model=list[DeliveryOut],
+    responses=responses(NOT_READY),
+    tags=["webhooks"],
+)
+def get_deliveries(
+    runtime: RuntimeDep,
+    _key: WebhooksKey,
+    warning_id: Annotated[int, Query(ge=1, le=MAX_DB_INT, description="A warning's feed id")],
+) -> list[DeliveryOut]:
+    """The deliveries of one warning, one per webhook, with their state."""
+    return [_delivery_out(d) for d in store.delivery_state(runtime.require_engine(), warning_id=warning_id)]
+
+
+@api.post(
+    "/admin/reload",
+    response_model=ReloadOut,
+    responses=responses(NOT_READY),
+    tags=["admin"],
+)
+def admin_reload(runtime: RuntimeDep, _key: Annotated[ApiKey, Depends(require(Scope.ADMIN))]) -> ReloadOut:
+    """Check the model alias now and move to a new version (loaded fully before the swap)."""
+    result = runtime.refresh()
+    if result.error:
+        raise HTTPException(503, detail=f"reload failed: {result.detail}")
+    served = runtime.served
+    return ReloadOut(
+        changed=result.changed,
+        model=None if served is None else _model_info(served),
+        detail=result.detail,
+    )
+
+
+def _webhook_fields(hook: store.Webhook) -> dict[str, Any]:
+    return {
+        "id": hook.id,
+        "url": hook.url,
+        "description": hook.description,
+        "active": hook.active,
+        "created_at": hook.created_at,
+        "disabled_at": hook.disabled_at,
+        "disabled_reason": hook.disabled_reason,
+    }
+
+
+def _delivery_out(d: store.Delivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=d.id,
+        warning_id=d.warning_id,
+        webhook_id=d.webhook_id,
+        message_id=d.message_id,
+        status=d.status.value,
+        attempts=d.attempts,
+        next_attempt_at=d.next_attempt_at,
+        last_status_code=d.last_status_code,
+        last_error=d.last_error,
+        delivered_at=d.delivered_at,
+        created_at=d.created_at,
+    )
+
+
+def check_webhook_url(url: str, *, allow_private: bool) -> None:
+    """Refuse URLs that cannot be parsed and, unless ``allow_private``, URLs whose host is or
+    resolves to a loopback, private, link-local or otherwise non-public address (SSRF guard).
+
+    Raises
+    ------
+    InputError
+    """
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise InputError(f"webhook: url is not a valid URL ({exc}): {url!r}") from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise InputError(f"webhook: url must be an http(s) URL with a host, got {url!r}")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise InputError(f"webhook: host {host!r} does not resolve") from exc
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not address.is_global:
+            raise InputError(
+                f"webhook: host {host!r} is a non-public address ({address}); private targets "
+                "need LIQRISK_SERVE__WEBHOOK_ALLOW_PRIVATE=true"
+            )

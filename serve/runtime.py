@@ -1,0 +1,266 @@
+"""What the running service holds: the warnings store, the market state, the served model, and
+the background threads that load and reload them.
+
+Choices, stated once:
+
+- **Start fast, become ready later.** Loading the market data and the model takes seconds, so
+  the app starts at once (``/healthz`` answers) and a background thread loads both;
+  ``/readyz`` is 503, and the routes that need them answer 503, until both are there. A load
+  that fails (no champion yet, a bad data folder) is reported by ``/readyz`` and retried on
+  every poll, so a service started before the first ``liqrisk train`` becomes ready after it.
+- **One swap, never half a model.** A new version is loaded fully (MLflow artifact, unwrapped
+  :class:`RiskModel`, its :class:`Scorer`, checks) on the poller's thread while the old one
+  keeps serving; then one attribute assignment, :attr:`Runtime.served`, switches. A request
+  reads that reference once and uses the same :class:`Served` to the end, so each response
+  is entirely one version's.
+- **Versions, not aliases, are loaded.** The alias is resolved to a version first and that
+  version is loaded (``models:/name/7``), so the alias moving during a load cannot mix two
+  versions; the next check picks the newer one up. Checks run one at a time (a lock), so an
+  older version's slow load can never overwrite a newer one.
+- **MLflow's URIs are process-wide.** ``mlflow.pyfunc.load_model`` resolves ``models:/`` URIs
+  through the global registry URI, so :meth:`Runtime.open` sets the tracking and registry URI
+  of the process to the configured store; a service process serves from one store.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import Engine, make_url
+
+from liqrisk.models.bundle import RiskModel
+from liqrisk.models.promote import current_champion
+from liqrisk.serve.market import MarketState
+from liqrisk.serve.scoring import Scorer
+from liqrisk.serve.settings import ServeSettings
+from liqrisk.serve.store import create_engine_for, create_schema
+from liqrisk.serve.webhooks import OutboxWorker
+
+log = logging.getLogger(__name__)
+
+RETRY_NOT_READY_S = 30.0  # retry interval of a failed first load when polling is off
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model version and the scorer built on it."""
+
+    name: str
+    version: str
+    uri: str
+    model: RiskModel
+    scorer: Scorer
+    loaded_at: datetime
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload check did."""
+
+    changed: bool
+    detail: str
+    error: bool = False
+
+
+class NotReady(RuntimeError):
+    """The model or the market state is not loaded (yet)."""
+
+
+class Runtime:
+    """The service's state; created and closed by the app's lifespan.
+
+    Parameters
+    ----------
+    settings : ServeSettings
+    """
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.engine: Engine | None = None
+        self.market: MarketState | None = None
+        self.served: Served | None = None
+        self.outbox: OutboxWorker | None = None
+        # why not ready, by part; replaced whole (never mutated) so readers need no lock
+        self.problems: dict[str, str] = {"market": "loading", "model": "loading"}
+        self._check_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the warnings store (creating its tables), point MLflow at the model store and
+        start the webhook sender; quick, so the lifespan runs it before serving."""
+        _make_sqlite_folder(self.settings.database_url)
+        self.engine = create_engine_for(self.settings.database_url)
+        create_schema(self.engine)
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        mlflow.set_registry_uri(self.settings.tracking_uri)
+        if self.settings.outbox_enabled:
+            self.outbox = OutboxWorker(self.engine, poll_interval=self.settings.outbox_poll_seconds)
+            self.outbox.start()
+
+    def start(self) -> None:
+        """Load the market and the model on a background thread, then poll for new versions."""
+        self._poller = threading.Thread(target=self._run, name="liqrisk-loader", daemon=True)
+        self._poller.start()
+
+    def close(self) -> None:
+        """Stop the threads and release the database."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=10)
+        if self.outbox is not None:
+            self.outbox.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+
+    # --- state for requests ------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.served is not None and self.market is not None
+
+    def require_served(self) -> Served:
+        """The model serving now, or :class:`NotReady`."""
+        served = self.served
+        if served is None or self.market is None:
+            raise NotReady(self._not_ready_text())
+        return served
+
+    def require_market(self) -> MarketState:
+        market = self.market
+        if market is None:
+            raise NotReady(self._not_ready_text())
+        return market
+
+    def require_engine(self) -> Engine:
+        if self.engine is None:
+            raise NotReady("warnings store not open")
+        return self.engine
+
+    def _not_ready_text(self) -> str:
+        return "not ready: " + "; ".join(f"{k}: {v}" for k, v in self.problems.items())
+
+    # --- loading -----------------------------------------------------------------------------
+
+    def refresh(self) -> ReloadResult:
+        """Load the market if it is missing, then move to the configured model version if it
+        changed. Safe to call from any thread; checks run one at a time."""
+        with self._check_lock:
+            if self.market is None:
+                try:
+                    self.market = self._load_market()
+                    self._set_problem("market", None)
+                except Exception as exc:
+                    log.exception("market state could not be loaded")
+                    self._set_problem("market", f"{type(exc).__name__}: {exc}")
+                    return ReloadResult(False, f"market not loaded: {exc}", error=True)
+            try:
+                result = self._check_model()
+            except Exception as exc:
+                log.exception("model check failed")
+                detail = f"{type(exc).__name__}: {exc}"
+                if self.served is None:
+                    self._set_problem("model", detail)
+                return ReloadResult(False, f"model not loaded: {detail}", error=True)
+            self._set_problem("model", None)
+            return result
+
+    def _set_problem(self, part: str, problem: str | None) -> None:
+        others = {k: v for k, v in self.problems.items() if k != part}
+        self.problems = others if problem is None else {**others, part: problem}
+
+    def _run(self) -> None:
+        warmed = False
+        while True:
+            self.refresh()
+            if not warmed and self.market is not None:
+                self._warm()
+                warmed = True
+            interval = self.settings.reload_seconds
+            if not self.ready:
+                interval = interval or RETRY_NOT_READY_S
+            elif interval == 0:
+                self._stop.wait()
+                return
+            if self._stop.wait(interval):
+                return
+
+    def _warm(self) -> None:
+        """Compute the market's per-symbol feature tables now rather than in the first requests
+        that need them (the service is already ready meanwhile)."""
+        market = self.market
+        if market is None:
+            return
+        try:
+            market.warm()
+        except Exception:  # a symbol that cannot be warmed is computed on use, or errors there
+            log.exception("warming the market feature tables failed")
+
+    def _load_market(self) -> MarketState:
+        s = self.settings
+        market = MarketState.load(s.data_dir, instruments_path=s.instruments_path, files=tuple(s.market_files))
+        log.info("market state loaded from %s: %d symbols", s.data_dir, len(market.symbols()))
+        return market
+
+    def _check_model(self) -> ReloadResult:
+        s = self.settings
+        client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
+        version = self._target_version(client)
+        current = self.served
+        if current is not None and current.version == version:
+            return ReloadResult(False, f"already serving {s.model_name} v{version}")
+        served = self._load_version(version)
+        self.served = served  # the one swap
+        log.info(
+            "serving %s v%s (was %s)",
+            s.model_name,
+            version,
+            "nothing" if current is None else f"v{current.version}",
+        )
+        return ReloadResult(True, f"now serving {s.model_name} v{version}")
+
+    def _target_version(self, client: MlflowClient) -> str:
+        s = self.settings
+        if s.model_version is not None:
+            return str(client.get_model_version(s.model_name, s.model_version).version)
+        version = current_champion(s.model_name, alias=s.model_alias, client=client)
+        if version is None:
+            raise LookupError(
+                f"no version of model {s.model_name!r} has the alias {s.model_alias!r} "
+                f"in {s.tracking_uri} (run `liqrisk train`, or pin a version)"
+            )
+        return str(version.version)
+
+    def _load_version(self, version: str) -> Served:
+        s = self.settings
+        uri = f"models:/{s.model_name}/{version}"
+        wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        model = getattr(wrapper, "model", None)
+        if not isinstance(model, RiskModel):
+            raise TypeError(f"{uri} is not a liqrisk RiskModel (got {type(model).__name__})")
+        if s.level_horizon not in model.horizons:
+            raise ValueError(
+                f"{uri} serves horizons {list(model.horizons)}, not level_horizon={s.level_horizon!r}"
+            )
+        market = self.require_market()
+        scorer = Scorer(
+            model,
+            name=s.model_name,
+            version=version,
+            market=market,
+            instruments=market.instruments,
+            reasons=s.reasons,
+        )
+        return Served(s.model_name, version, uri, model, scorer, datetime.now(UTC))
+
+
+def _make_sqlite_folder(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,433 @@
+"""Scoring: account snapshots in; per account the model's probabilities beside the rule baseline,
+the reasons behind them, and optionally a what-if.
+
+A batch is scored vectorised, against one version of the market (:class:`MarketView`): one
+call computes the features of every account (``liqrisk.features.snapshot``, the function the
+dataset build uses, so an account scored here gets exactly its training row), one call
+predicts, one call explains. Choices, stated once:
+
+- **as_of.** An account's own ``as_of``, else the request's, else the market's latest bar
+  completion. Only bars complete at or before it are used. An as_of after the market's latest
+  bar completion is an error for that account (nothing is known of those bars yet); an old
+  as_of is fine (history is kept whole).
+- **Status.** ``in_liquidation`` (the account already meets ``E <= MM`` at the last close:
+  reported with its baseline, not scored), ``error`` (a bad field, named by its path and the
+  position's symbol, or what the engine cannot price: unknown symbol, too little history) or
+  ``ok``. One bad account never stops the others.
+- **Baseline.** The contract's formulas at the last close complete at or before as_of:
+  equity, maintenance margin, margin ratio and leverage (the model's own inputs), the
+  liquidation and bankruptcy prices where one price describes the account (one isolated
+  position, or a cross account on one symbol; per position for isolated accounts in
+  ``baseline["positions"]``), the distances to them (the uniform adverse move, a *fraction*
+  of price, as the features define it: exactly ``|P - L| / P`` for one position), and the
+  flags platforms use today: ``margin_call`` (margin ratio >= 0.8, Binance's margin call) and
+  ``over_leverage_cap`` (leverage above the asset class's regulatory cap).
+- **Reasons.** The ``reasons`` features with the largest exact contributions (TreeSHAP for
+  LightGBM, ``coef × value`` for the logistic model) to the log-odds of ``reason_label``'s
+  uncalibrated classifier, in words (``liqrisk.models.reasons.REASON_WORDS``). Only ``ok``
+  rows are explained; a model kind without exact contributions gives none.
+- **What-if.** ``{"add_collateral": x >= 0, "cut": c in [0, 1)}``: every position's quantity
+  times ``1 - c``, the P&L of the closed part realised into collateral at the last close
+  (the account's for cross margin, the position's own for isolated; entry prices unchanged,
+  so the equity at the last close is the same and only the exposure falls), then ``x`` added
+  to the collateral (for isolated margin spread over the positions in proportion to their
+  entry notional). The changed account is scored like any other and shown beside the
+  current one. Probabilities are not guaranteed to fall when collateral is added: the
+  model is monotone only in leverage, margin ratio and the distances
+  (``liqrisk.models.train.MONOTONE``), while the structural first-passage inputs and
+  ``upnl_to_collateral`` move too and are unconstrained.
+"""
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from liqrisk.features.accounts import parse_as_of, snapshots_from_dicts
+from liqrisk.features.durations import parse_duration
+from liqrisk.features.errors import InputError
+from liqrisk.features.instruments import Instrument
+from liqrisk.features.margin import (
+    bankruptcy_price,
+    liquidation_price,
+    maintenance_margin,
+    replay_units,
+)
+from liqrisk.features.replay import state_at_as_of
+from liqrisk.features.snapshot import snapshot_features
+from liqrisk.models.baselines import leverage_rule, margin_ratio_warning
+from liqrisk.models.bundle import RiskModel, contributions
+from liqrisk.models.reasons import top_reasons
+from liqrisk.models.train import model_frame, uncalibrated
+from liqrisk.serve.market import MarketState, MarketView
+
+DEFAULT_REASON_LABEL = "negative_24h"
+DEFAULT_MAX_EXPLAINED = 10  # TreeSHAP costs ~50 predictions: 2-3 ms a row for 500 trees
+_POSITION_FIELD = re.compile(r"^positions\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class _Assessment:
+    """What one features call and one predict call found for a set of accounts (by code)."""
+
+    table: pd.DataFrame  # snapshot features, index account
+    views: dict[int, dict[str, Any]]  # per account: status, error, horizons, baseline
+    reasons: dict[int, list[dict[str, Any]]]
+    price: pd.Series  # last close per position (aligned with the positions)
+
+
+class Scorer:
+    """Scores account snapshots with one :class:`RiskModel` against a :class:`MarketState`.
+
+    ``feature_horizon`` is the horizon the training set scaled ``dist_*_sigma`` to: the
+    longest label horizon of its build, which is the model's longest horizon by default.
+    """
+
+    def __init__(
+        self,
+        model: RiskModel,
+        *,
+        name: str,
+        version: str,
+        market: MarketState,
+        instruments: Mapping[str, Instrument],
+        reasons: int = 3,
+        reason_label: str = DEFAULT_REASON_LABEL,
+        feature_horizon: str | None = None,
+        max_explained: int = DEFAULT_MAX_EXPLAINED,
+        explain_min: float = 0.0,
+        threads: int | None = 1,
+    ) -> None:
+        if reason_label not in model.classifiers:
+            raise ValueError(f"reason_label {reason_label!r} is not a label of the model: {sorted(model.classifiers)}")
+        self.model = model
+        self.name = name
+        self.version = str(version)
+        self.market = market
+        self.instruments = dict(instruments)
+        self.reasons = int(reasons)
+        self.reason_label = reason_label
+        self.feature_horizon = parse_duration(
+            feature_horizon or max(model.horizons, key=parse_duration), field="feature_horizon"
+        )
+        self.max_explained = int(max_explained)
+        self.explain_min = float(explain_min)
+        if threads is not None:
+            model.set_threads(threads)
+        self._model_ref = {"name": name, "version": self.version, "kinds": dict(model.kinds)}
+
+    def score(
+        self,
+        accounts: Sequence[Mapping[str, Any]],
+        *,
+        as_of: Any = None,
+        what_if: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One result per account, in order (the module docstring says what each field means).
+
+        ``as_of`` (ISO 8601 text or a datetime) applies to accounts without their own.
+        Raises ``InputError`` only for a bad request-level ``as_of`` or ``what_if``.
+        """
+        view = self.market.view()
+        change = _what_if(what_if)
+        default = parse_as_of(as_of, field="as_of") if as_of is not None else view.latest
+        raws = [_with_as_of(a, default) for a in accounts]
+        snaps = snapshots_from_dicts(raws)
+        table = snaps.accounts.set_index("account")
+        errors = _errors(table, raws, view)
+        ids = table["account_id"]
+        positions = snaps.positions[snaps.positions["account"].map(errors).eq("").to_numpy()]
+        positions = positions.assign(account_id=positions["account"].map(ids)).reset_index(drop=True)
+        current = self._assess(view, positions, explain=True)
+        changed = None
+        if change is not None and not current.table.empty:
+            alive = current.table.index[current.table["status"] != "error"]
+            mine = positions["account"].isin(alive).to_numpy()
+            changed = self._assess(view, _changed(positions[mine], current.price[mine], **change), explain=False)
+        times = {t: _iso(t) for t in table["as_of"].dropna().unique()}
+        heads = [
+            {"account_id": _account_id(raw, text), "as_of": times.get(t)}
+            for raw, text, t in zip(raws, table["account_id"].tolist(), table["as_of"].tolist(), strict=True)
+        ]
+        return [
+            self._result(head, errors.iat[code], code, current, changed, change) for code, head in enumerate(heads)
+        ]
+
+    # --- the batch --------------------------------------------------------------------------
+
+    def _assess(self, view: MarketView, positions: pd.DataFrame, *, explain: bool) -> _Assessment:
+        if positions.empty:
+            return _Assessment(pd.DataFrame(columns=["status"]), {}, {}, pd.Series(dtype=float))
+        state = state_at_as_of(view.market, self.instruments, positions)
+        table = snapshot_features(
+            view.market,
+            self.instruments,
+            positions,
+            feature_horizon=self.feature_horizon,
+            market_part=view.market_features,
+            state=state,
+        )
+        ok = table[table["status"] == "ok"]
+        priced = table[table["status"] != "error"]
+        baseline = _baselines(priced, positions, state[0]) if len(priced) else {}
+        X = model_frame(ok) if len(ok) else None
+        horizons, risk = self._horizons(ok, X)
+        views = {
+            code: {
+                "status": status,
+                "error": str(reason) if status == "error" else None,
+                "horizons": horizons.get(code),
+                "baseline": baseline.get(code),
+            }
+            for code, status, reason in zip(
+                table.index.tolist(), table["status"].tolist(), table["reason"].tolist(), strict=True
+            )
+        }
+        reasons = self._explain(ok, X, risk) if explain and self.reasons > 0 and len(ok) else {}
+        return _Assessment(table, views, reasons, state[0]["price"])
+
+    def _horizons(self, ok: pd.DataFrame, X: pd.DataFrame | None) -> tuple[dict[int, dict[str, Any]], np.ndarray]:
+        """Per ok account, ``{horizon: {p_liquidated, p_negative, expected_shortfall}}``; and
+        the calibrated probability of the reason label's event, per row (``X``: the model frame)."""
+        if ok.empty:
+            return {}, np.zeros(0)
+        scores = self.model.predict(ok, frame=X)
+        names = ("p_liquidated", "p_negative", "expected_shortfall")
+        per_horizon = {
+            h: [dict(zip(names, row, strict=True)) for row in zip(*(_numbers(scores[f"{n}_{h}"]) for n in names))]
+            for h in self.model.horizons
+        }
+        views = {
+            code: {h: rows[i] for h, rows in per_horizon.items()} for i, code in enumerate(ok.index.tolist())
+        }
+        event, horizon = self.reason_label.rsplit("_", 1)
+        return views, scores[f"p_{event}_{horizon}"].to_numpy(dtype=float)
+
+    def _explain(self, ok: pd.DataFrame, X: pd.DataFrame, risk: np.ndarray) -> dict[int, list[dict[str, Any]]]:
+        """Reasons for the riskiest ok rows: at most ``max_explained``, P(reason label) at least
+        ``explain_min`` (TreeSHAP is ~50 times a prediction: explaining every row of a large
+        batch would cost more than scoring it)."""
+        eligible = np.flatnonzero(np.nan_to_num(risk, nan=-1.0) >= self.explain_min)
+        chosen = eligible[np.argsort(-risk[eligible], kind="stable")[: self.max_explained]]
+        if chosen.size == 0:
+            return {}
+        rows = X.iloc[np.sort(chosen)]
+        pushes = contributions(uncalibrated(self.model.classifiers[self.reason_label]), rows)
+        if pushes is None:
+            return {}
+        return dict(zip(rows.index.tolist(), top_reasons(pushes, rows, k=self.reasons), strict=True))
+
+    # --- one account ------------------------------------------------------------------------
+
+    def _result(
+        self,
+        head: dict[str, Any],
+        error: str,
+        code: int,
+        current: _Assessment,
+        changed: _Assessment | None,
+        change: dict[str, float] | None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **head,
+            "status": "error",
+            "error": error or None,
+            "model": {**self._model_ref, "kinds": dict(self._model_ref["kinds"])},
+            "horizons": None,
+            "baseline": None,
+            "reasons": [],
+            "explained": False,
+            "what_if": None,
+        }
+        if error:
+            return out
+        out |= current.views[code]
+        if changed is not None and code in changed.views:
+            out["what_if"] = {**change, **changed.views[code]}
+        out["reasons"] = current.reasons.get(code, [])
+        out["explained"] = code in current.reasons
+        return out
+
+
+# --- request parts --------------------------------------------------------------------------
+
+
+def _what_if(raw: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """``{"add_collateral": x >= 0, "cut": c in [0, 1)}`` (either may be left out) or None."""
+    if raw is None:
+        return None
+    unknown = set(raw) - {"add_collateral", "cut"}
+    if unknown:
+        raise InputError(f"what_if: unknown field(s) {sorted(unknown)}; known: add_collateral, cut")
+    out = {}
+    for key, low, high in (("add_collateral", 0.0, np.inf), ("cut", 0.0, 1.0)):
+        value = raw.get(key)
+        value = 0.0 if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value < high):
+            bound = ">= 0" if key == "add_collateral" else "in [0, 1)"
+            raise InputError(f"what_if.{key} must be a number {bound}, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def _with_as_of(raw: Any, default: pd.Timestamp | None) -> Any:
+    if isinstance(raw, Mapping) and raw.get("as_of") is None and default is not None:
+        return {**raw, "as_of": default}
+    return dict(raw) if isinstance(raw, Mapping) else raw
+
+
+def _errors(accounts: pd.DataFrame, raws: Sequence[Any], view: MarketView) -> pd.Series:
+    """Per account code: the parse error (with the position's symbol), an as_of the market
+    has not reached, or ``""``."""
+    errors = pd.Series(
+        [_with_symbol(e, raw) for e, raw in zip(accounts["error"], raws, strict=True)],
+        index=accounts.index,
+        dtype=object,
+    )
+    no_error = errors == ""
+    if view.latest is None:
+        errors[no_error] = "the market holds no bars yet"
+        return errors
+    ahead = no_error & (accounts["as_of"] > view.latest)
+    errors[ahead] = [
+        f"as_of {_iso(t)} is after the market's latest bar (complete at {_iso(view.latest)}): "
+        f"no bars complete at {_iso(t)} are known yet"
+        for t in accounts.loc[ahead, "as_of"]
+    ]
+    return errors
+
+
+def _with_symbol(message: str, raw: Any) -> str:
+    """``positions[1].qty must be > 0 ...`` with ``(symbol BTCUSDT)`` where that position has one."""
+    match = _POSITION_FIELD.match(message)
+    if not match or not isinstance(raw, Mapping) or not isinstance(raw.get("positions"), list):
+        return message
+    i = int(match.group(1))
+    position = raw["positions"][i] if i < len(raw["positions"]) else None
+    symbol = position.get("symbol") if isinstance(position, Mapping) else None
+    return f"{message} (symbol {symbol})" if isinstance(symbol, str) and symbol else message
+
+
+def _account_id(raw: Any, text: str) -> str | None:
+    if isinstance(raw, Mapping) and isinstance(raw.get("account_id"), str | int) and not isinstance(
+        raw.get("account_id"), bool
+    ):
+        return str(raw["account_id"])
+    return text or None
+
+
+# --- what-if --------------------------------------------------------------------------------
+
+
+def _changed(positions: pd.DataFrame, price: pd.Series, *, add_collateral: float, cut: float) -> pd.DataFrame:
+    """The positions after cutting every quantity by ``cut`` (P&L of the closed part realised
+    into collateral at ``price``) and adding ``add_collateral`` (module docstring)."""
+    out = positions.copy()
+    isolated = (out["margin_mode"] == "isolated").to_numpy()
+    side, qty, entry = (out[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price"))
+    collateral = out["collateral"].to_numpy(dtype=float).copy()
+    account = out["account"].to_numpy()
+    if cut:
+        realised = side * cut * qty * (price.to_numpy(dtype=float) - entry)
+        per_account = pd.Series(realised).groupby(account).transform("sum").to_numpy()
+        collateral += np.where(isolated, realised, per_account)
+        out["qty"] = qty * (1.0 - cut)
+    if add_collateral:
+        weight = qty * entry
+        share = weight / pd.Series(weight).groupby(account).transform("sum").to_numpy()
+        collateral += add_collateral * np.where(isolated, share, 1.0)
+    out["collateral"] = collateral
+    return out
+
+
+# --- the rule baseline ------------------------------------------------------------------------
+
+
+def _baselines(table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame) -> dict[int, dict[str, Any]]:
+    """The rule view of each account of ``table`` (index account) from its positions at the last close."""
+    keep = positions["account"].isin(table.index).to_numpy()
+    p, s = positions[keep], state[keep]
+    account = p["account"].to_numpy()
+    isolated = (p["margin_mode"] == "isolated").to_numpy()
+    symbol = p["symbol"].astype(str).to_numpy()
+    side, qty, entry, collateral = (p[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price", "collateral"))
+    price, mmr, amount = (s[c].to_numpy(dtype=float) for c in ("price", "mmr", "amount"))
+    starts = np.flatnonzero(np.r_[True, account[1:] != account[:-1]])  # the rows of an account are together
+    stops = np.r_[starts[1:], len(account)]
+    units = replay_units(account, isolated)
+    first_of_unit = np.r_[True, units[1:] != units[:-1]]
+
+    def per_account(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, starts) if len(values) else values
+
+    held = per_account(np.where(first_of_unit, collateral, 0.0))  # the account's, or the sum of the positions'
+    equity = held + per_account(side * qty * (price - entry))
+    maintenance = per_account(maintenance_margin(qty, price, mmr, amount))
+    signed_qty = per_account(side * qty)
+    # one price describes the account: one isolated position, or a cross account on one symbol
+    one_symbol = per_account((symbol != symbol[starts].repeat(stops - starts)).astype(float)) == 0
+    single = (stops - starts == 1) | (one_symbol & ~isolated[starts])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # cross: E = MM and E = 0 solved for the one price (``liquidation_price`` summed over positions)
+        cross_liq = (per_account(side * qty * entry) - held - per_account(amount)) / per_account(qty * (side - mmr))
+        cross_bankrupt = np.where(signed_qty != 0, (per_account(side * qty * entry) - held) / signed_qty, np.nan)
+    n = stops - starts
+    pos_liq = np.where(isolated, liquidation_price(side, qty, entry, collateral, mmr, amount), np.repeat(cross_liq, n))
+    pos_bankrupt = np.where(isolated, bankruptcy_price(side, qty, entry, collateral), np.repeat(cross_bankrupt, n))
+    pos_liq = np.where(np.repeat(single, n) | isolated, pos_liq, np.nan)
+    pos_bankrupt = np.where(np.repeat(single, n) | isolated, pos_bankrupt, np.nan)
+
+    codes = account[starts].tolist()
+    rows = table.loc[codes]
+    columns = {
+        "margin_ratio": rows["margin_ratio"].to_numpy(dtype=float),
+        "leverage": rows["leverage"].to_numpy(dtype=float),
+        "equity": equity,
+        "maintenance_margin": maintenance,
+        "liquidation_price": np.where(single, pos_liq[starts], np.nan),
+        "bankruptcy_price": np.where(single, pos_bankrupt[starts], np.nan),
+        "distance_to_liquidation_pct": rows["dist_liq_pct"].to_numpy(dtype=float),
+        "distance_to_bankruptcy_pct": rows["dist_bankrupt_pct"].to_numpy(dtype=float),
+    }
+    values = {k: _numbers(column) for k, column in columns.items()}
+    values["margin_call"] = margin_ratio_warning(rows["margin_ratio"].astype(float)).tolist()
+    values["over_leverage_cap"] = leverage_rule(rows)["warn"].tolist()
+    listed = {
+        "symbol": symbol.tolist(),
+        "side": side.astype(int).tolist(),
+        "qty": qty.tolist(),
+        "entry_price": entry.tolist(),
+        "price": _numbers(price),
+        "liquidation_price": _numbers(pos_liq),
+        "bankruptcy_price": _numbers(pos_bankrupt),
+    }
+    per_position = [dict(zip(listed, row, strict=True)) for row in zip(*listed.values(), strict=True)]
+    per_account = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
+    for row, lo, hi in zip(per_account, starts.tolist(), stops.tolist(), strict=True):
+        row["positions"] = per_position[lo:hi]
+    return dict(zip(codes, per_account, strict=True))
+
+
+# --- plain values ---------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    """A JSON-safe float: None for NaN and infinities."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if np.isfinite(number) else None
+
+
+def _numbers(values: Any) -> list[float | None]:
+    """:func:`_number` of each value of an array or Series."""
+    array = np.asarray(values, dtype=np.float64)
+    return [v if ok else None for v, ok in zip(array.tolist(), np.isfinite(array).tolist(), strict=True)]
+
+
+def _iso(ts: pd.Timestamp) -> str:
+    return pd.Timestamp(ts).tz_convert("UTC").isoformat().replace("+00:00", "Z")
+

@@ -1,0 +1,726 @@
+"""The HTTP service end to end: the real app through Starlette's TestClient (on httpx2), a real
+MLflow store holding a small RiskModel, a SQLite warnings store, bars in a temporary folder.
+
+The module's app is shared by its tests, so each test uses its own account ids and reads the
+feed from a cursor taken at its start.
+"""
+
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+
+from liqrisk.serve import store
+from liqrisk.serve.app import create_app
+from liqrisk.serve.levels import Thresholds
+from liqrisk.serve.security import get_settings
+from liqrisk.serve.settings import ApiKey, Scope, ServeSettings, hash_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_support import MARKET_END, MODEL_NAME, register, wait_ready
+from serve_support import Receiver
+
+KEYS: dict[str, tuple[str, frozenset[Scope]]] = {
+    "admin": ("key-admin-0123", frozenset(Scope)),
+    "scorer": ("key-scorer-0123", frozenset({Scope.SCORE})),
+    "reader": ("key-reader-0123", frozenset({Scope.WARNINGS_READ})),
+    "nobody": ("key-nobody-0123", frozenset()),
+}
+AS_OF = MARKET_END.isoformat()  # every bar of the test market is complete by then
+BTC = 40_000.0  # the test market's BTCUSDT starts here and wanders a few percent
+
+
+def key(who: str = "admin") -> dict[str, str]:
+    return {"X-API-Key": KEYS[who][0]}
+
+
+def api_keys() -> list[ApiKey]:
+    return [
+        ApiKey(name=name, key_sha256=hash_key(plain), scopes=scopes)
+        for name, (plain, scopes) in KEYS.items()
+    ]
+
+
+def settings_for(tracking_uri: str, data_dir: Path, db_dir: Path, **changes: Any) -> ServeSettings:
+    values: dict[str, Any] = {
+        "tracking_uri": tracking_uri,
+        "data_dir": data_dir,
+        "database_url": f"sqlite:///{db_dir / 'warnings.db'}",
+        "api_keys": api_keys(),
+        "reload_seconds": 0,
+        "max_body_bytes": 100_000,
+        "webhook_allow_private": True,  # the receiver listens on 127.0.0.1
+        "outbox_poll_seconds": 0.2,
+    }
+    return ServeSettings(**(values | changes))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def account(
+    account_id: str,
+    *,
+    collateral: float = 20_000.0,
+    qty: float = 1.0,
+    entry: float = BTC,
+    symbol: str = "BTCUSDT",
+    side: int = 1,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A cross-margin account with one position (leverage about ``qty * entry / collateral``)."""
+    return {
+        "account_id": account_id,
+        "margin_mode": "cross",
+        "collateral": collateral,
+        "positions": [{"symbol": symbol, "side": side, "qty": qty, "entry_price": entry}],
+        **extra,
+    }
+
+
+def in_liquidation(account_id: str) -> dict[str, Any]:
+    """Long 1 BTC bought at twice the price with little collateral: equity is far below zero."""
+    return account(account_id, collateral=100.0, entry=2 * BTC)
+
+
+@dataclass
+class Service:
+    app: FastAPI
+    client: TestClient
+    settings: ServeSettings
+
+    def score(self, accounts: list[dict[str, Any]], **body: Any) -> Any:
+        response = self.client.post(
+            "/v1/score", json={"accounts": accounts, "as_of": AS_OF, **body}, headers=key()
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def cursor(self) -> str:
+        """The feed's current end."""
+        after = ""
+        while True:
+            page = self.client.get(
+                "/v1/warnings", params={"after": after, "limit": 1000}, headers=key()
+            ).json()
+            after = page["next_cursor"]
+            if not page["has_more"]:
+                return after
+
+    def warnings_after(self, cursor: str) -> list[dict[str, Any]]:
+        page = self.client.get(
+            "/v1/warnings", params={"after": cursor, "limit": 1000}, headers=key()
+        ).json()
+        return page["items"]
+
+
+@pytest.fixture(scope="module")
+def service(
+    model_store: str, market_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    settings = settings_for(model_store, market_dir, tmp_path_factory.mktemp("db"))
+    app = create_app(settings)
+    with TestClient(app) as client:
+        wait_ready(client)
+        yield Service(app, client, settings)
+
+
+@pytest.fixture
+def override(service: Service) -> Iterator[Callable[..., None]]:
+    """Change settings for one test (routes read them through the ``get_settings`` dependency)."""
+
+    def apply(**changes: Any) -> None:
+        changed = service.settings.model_copy(update=changes)
+        service.app.dependency_overrides[get_settings] = lambda: changed
+
+    yield apply
+    service.app.dependency_overrides.clear()
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+
+def test_health_and_readiness_name_the_model_and_the_market(service: Service) -> None:
+    health = service.client.get("/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert len(health.headers["x-request-id"]) == 32
+    ready = service.client.get("/readyz")
+    body = ready.json()
+    assert ready.status_code == 200 and body["ready"] and body["reasons"] == []
+    assert body["model"]["name"] == MODEL_NAME and body["model"]["version"] == "1"
+    assert body["model"]["horizons"] == ["1h", "24h", "7d"]
+    assert body["market"]["symbols"] == 2
+    assert pd.Timestamp(body["market"]["latest"]) == MARKET_END  # the last bar's completion
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def test_scores_carry_probabilities_baseline_reasons_model_and_level(service: Service) -> None:
+    ids = [new_id("calm"), new_id("lever")]
+    accounts = [account(ids[0]), account(ids[1], collateral=2_500.0, qty=1.0)]
+    body = service.score(accounts)
+    assert body["model"]["name"] == MODEL_NAME and body["model"]["version"] == "1"
+    assert body["level_horizon"] == "24h"
+    assert [r["account_id"] for r in body["results"]] == ids
+    for row in body["results"]:
+        assert row["status"] == "ok", row
+        assert row["model"]["version"] == "1"
+        assert set(row["horizons"]) == {"1h", "24h", "7d"}
+        for h in ("1h", "24h", "7d"):
+            p = row["horizons"][h]
+            assert 0.0 <= p["p_negative"] <= p["p_liquidated"] <= 1.0
+            assert p["expected_shortfall"] >= 0.0
+        assert row["horizons"]["1h"]["p_negative"] <= row["horizons"]["7d"]["p_negative"]
+        base = row["baseline"]
+        price = base["positions"][0]["price"]
+        assert base["equity"] > base["maintenance_margin"] > 0
+        assert base["bankruptcy_price"] < base["liquidation_price"] < price  # a long position
+        assert base["margin_call"] is False
+        assert 1 <= len(row["reasons"]) <= service.settings.reasons
+        assert all(r["feature"] and r["description"] for r in row["reasons"])
+        assert row["level"] in ("none", "watch", "warning", "critical")
+    calm, lever = body["results"]
+    assert lever["baseline"]["leverage"] > calm["baseline"]["leverage"]
+    assert lever["baseline"]["distance_to_liquidation_pct"] < calm["baseline"]["distance_to_liquidation_pct"]
+
+
+def test_the_service_returns_what_its_scorer_computes(service: Service) -> None:
+    snapshot = account(new_id("same"), collateral=5_000.0)
+    served = service.client.post(
+        "/v1/score", json={"accounts": [snapshot], "as_of": AS_OF}, headers=key()
+    ).json()["results"][0]
+    direct = service.app.state.runtime.served.scorer.score(
+        [snapshot], as_of=pd.Timestamp(AS_OF).to_pydatetime()
+    )[0]
+    for h in ("1h", "24h", "7d"):
+        for name, value in direct["horizons"][h].items():
+            assert served["horizons"][h][name] == pytest.approx(value, rel=1e-12)
+
+
+def test_what_if_shows_the_change_beside_the_current_risk(service: Service) -> None:
+    body = service.score(
+        [account(new_id("whatif"), collateral=4_000.0)],
+        what_if={"add_collateral": 4_000.0, "cut": 0.5},
+    )
+    row = body["results"][0]
+    assert row["status"] == "ok" and row["what_if"] is not None
+    after = row["what_if"]
+    assert after["horizons"]["24h"]["p_negative"] <= row["horizons"]["24h"]["p_negative"] + 1e-12
+    assert after["baseline"]["leverage"] < row["baseline"]["leverage"]
+
+
+def test_one_bad_account_gets_its_own_error_and_the_rest_are_scored(service: Service) -> None:
+    good = new_id("good")
+    bad_qty = account(new_id("qty"))
+    bad_qty["positions"][0]["qty"] = -1
+    unknown = account(new_id("sym"), symbol="NOPEUSDT")
+    no_mode = account(new_id("mode"))
+    del no_mode["margin_mode"]
+    body = service.score([account(good), bad_qty, unknown, no_mode, 7])
+    rows = body["results"]
+    assert len(rows) == 5 and rows[0]["status"] == "ok" and rows[0]["account_id"] == good
+    assert [r["status"] for r in rows[1:]] == ["error"] * 4
+    assert "qty" in rows[1]["error"] and rows[1]["account_id"] == bad_qty["account_id"]
+    assert "NOPEUSDT" in rows[2]["error"]
+    assert "margin_mode" in rows[3]["error"]
+    assert rows[4]["error"]
+    assert all(r["level"] is None and r["warning_id"] is None for r in rows[1:])
+
+
+def test_odd_accounts_are_error_rows_not_failures(service: Service) -> None:
+    odd = [
+        account(new_id("year1"), as_of="0001-01-01T00:00:00+00:01"),
+        account(new_id("later"), as_of="2199-01-01T00:00:00Z"),  # after the market's last bar
+        account(new_id("text"), as_of="soon"),
+        account("x" * 201),
+        account(new_id("nan"), collateral=float("nan")),
+        {**account(new_id("pos")), "positions": "BTCUSDT"},
+        account(12345),
+    ]
+    content = json.dumps({"accounts": odd, "as_of": AS_OF})  # NaN is written as the literal NaN
+    response = service.client.post(
+        "/v1/score", content=content, headers={**key(), "content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    rows = response.json()["results"]
+    assert [r["status"] for r in rows[:6]] == ["error"] * 6, rows
+    assert "at most 200 characters" in rows[3]["error"]
+    assert all(r["error"] and r["level"] is None for r in rows[:6])
+    assert rows[6]["account_id"] == "12345"
+
+
+def test_an_account_in_liquidation_is_reported_critical_and_warned(service: Service) -> None:
+    cursor = service.cursor()
+    account_id = new_id("liq")
+    row = service.score([in_liquidation(account_id)])["results"][0]
+    assert row["status"] == "in_liquidation" and not row["horizons"]
+    assert row["level"] == "critical" and row["warning_id"] is not None
+    feed = service.warnings_after(cursor)
+    assert [(w["account_id"], w["level"], w["id"]) for w in feed] == [
+        (account_id, "critical", row["warning_id"])
+    ]
+
+
+def test_a_raised_warning_is_in_the_feed_when_the_score_returns(
+    service: Service, override: Callable[..., None]
+) -> None:
+    snapshot = account(new_id("probe"), collateral=3_000.0)
+    p = service.score([snapshot])["results"][0]["horizons"]["24h"]["p_negative"]
+    assert 0.0 < p < 1.0
+    # thresholds around this account's score: it reaches "watch" and nothing above
+    override(thresholds=Thresholds(watch=p / 2, warning=p + (1 - p) / 2, critical=p + 3 * (1 - p) / 4))
+    cursor = service.cursor()
+    account_id = new_id("watched")
+    row = service.score([{**snapshot, "account_id": account_id}])["results"][0]
+    assert row["level"] == "watch" and row["warning_id"] is not None
+    feed = service.warnings_after(cursor)
+    assert len(feed) == 1
+    assert feed[0]["id"] == row["warning_id"] and feed[0]["account_id"] == account_id
+    assert feed[0]["probability"] == pytest.approx(p) and feed[0]["previous_level"] == "none"
+    again = service.score([{**snapshot, "account_id": account_id}])["results"][0]
+    assert again["level"] == "watch" and again["warning_id"] is None  # held, not raised twice
+    assert service.warnings_after(feed[0]["cursor"]) == []
+
+
+def test_a_store_failure_fails_the_request_and_nothing_is_acknowledged(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("INSERT INTO warnings", {}, Exception("disk I/O error"))
+
+    cursor = service.cursor()
+    monkeypatch.setattr(store, "record_scores", broken)
+    response = service.client.post(
+        "/v1/score", json={"accounts": [in_liquidation(new_id("lost"))]}, headers=key()
+    )
+    assert response.status_code == 503
+    assert "nothing was acknowledged" in response.json()["detail"]
+    assert "results" not in response.json()
+    monkeypatch.undo()
+    assert service.warnings_after(cursor) == []
+
+
+def test_a_failure_after_the_commit_loses_no_warning(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("connection reset"))
+
+    cursor = service.cursor()
+    account_id = new_id("kept")
+    monkeypatch.setattr(store, "account_levels", broken)
+    response = service.client.post(
+        "/v1/score", json={"accounts": [in_liquidation(account_id)]}, headers=key()
+    )
+    assert response.status_code == 503
+    monkeypatch.undo()
+    feed = service.warnings_after(cursor)
+    assert [w["account_id"] for w in feed] == [account_id]  # stored before the failure
+    retry = service.score([in_liquidation(account_id)])["results"][0]
+    assert retry["level"] == "critical" and retry["warning_id"] is None  # not raised twice
+    assert service.warnings_after(feed[-1]["cursor"]) == []
+
+
+def test_an_unexpected_error_is_a_500_without_details(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr(service.app.state.runtime.served.scorer, "score", boom)
+    client = TestClient(service.app, raise_server_exceptions=False)  # same app, no new lifespan
+    response = client.post("/v1/score", json={"accounts": [account("x")]}, headers=key())
+    assert response.status_code == 500
+    body = response.json()
+    assert body["detail"] == "internal error"
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+# --- market data -----------------------------------------------------------------------------
+
+
+def bar(symbol: str, ts: pd.Timestamp, price: float, **changes: Any) -> dict[str, Any]:
+    values = {
+        "symbol": symbol,
+        "ts": ts.isoformat(),
+        "open": price,
+        "high": price * 1.01,
+        "low": price * 0.99,
+        "close": price,
+        "volume": 5_000.0,
+    }
+    return values | changes
+
+
+def latest(service: Service) -> pd.Timestamp:
+    return pd.Timestamp(service.client.get("/readyz").json()["market"]["latest"])
+
+
+def test_bars_are_appended_all_or_nothing(service: Service) -> None:
+    before = latest(service)
+    # "latest" is when the last bar completed: the next bar opens then
+    bad = [bar("ETHUSDT", before, 2_000.0),
+           bar("ETHUSDT", before + pd.Timedelta("1h"), 2_000.0, high=1_000.0)]  # high < low
+    response = service.client.post("/v1/bars", json={"bars": bad}, headers=key())
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "row 1" in detail and "ETHUSDT" in detail and "high" in detail
+    assert latest(service) == before  # the good first bar was not applied either
+
+    good = [bar("BTCUSDT", before + pd.Timedelta(hours=h), BTC) for h in (0, 1)]
+    response = service.client.post("/v1/bars", json={"bars": good}, headers=key())
+    assert response.status_code == 200, response.text
+    assert response.json()["appended"] == 2
+    assert latest(service) == before + pd.Timedelta("2h")
+
+
+def test_a_mistyped_bar_is_named_by_row_field_and_symbol(service: Service) -> None:
+    ts = latest(service)
+    rows = [bar("ETHUSDT", ts, 2_000.0), bar("ETHUSDT", ts + pd.Timedelta("1h"), 2_000.0, close="x")]
+    response = service.client.post("/v1/bars", json={"bars": rows}, headers=key())
+    assert response.status_code == 422
+    body = response.json()
+    assert body["errors"][0]["field"] == "body.bars[1].close"
+    assert "symbol=ETHUSDT" in body["detail"]
+
+
+# --- warnings feed ---------------------------------------------------------------------------
+
+
+def test_the_feed_pages_each_warning_exactly_once(service: Service) -> None:
+    cursor = service.cursor()
+    ids = [new_id("page") for _ in range(5)]
+    service.score([in_liquidation(a) for a in ids])
+    seen: list[dict[str, Any]] = []
+    after = cursor
+    while True:
+        page = service.client.get(
+            "/v1/warnings", params={"after": after, "limit": 2}, headers=key("reader")
+        ).json()
+        seen += page["items"]
+        after = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    assert [w["account_id"] for w in seen] == ids
+    assert [w["id"] for w in seen] == sorted({w["id"] for w in seen})
+    assert service.warnings_after(after) == []
+
+
+@pytest.mark.parametrize("after", ["abc", "-1", "99999999999999999999", "9999999999999999999"])
+def test_a_bad_cursor_is_a_422(service: Service, after: str) -> None:
+    response = service.client.get("/v1/warnings", params={"after": after}, headers=key())
+    assert response.status_code == 422 and "after" in response.json()["detail"]
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return result
+
+
+def test_webhooks_register_deliver_signed_report_state_and_disable(
+    service: Service, receiver: Receiver
+) -> None:
+    url = receiver.url(f"/ok/{new_id('hook')}")
+    created = service.client.post(
+        "/v1/webhooks", json={"url": url, "secret": receiver.secret, "description": "ops"}, headers=key()
+    )
+    assert created.status_code == 201, created.text
+    hook = created.json()
+    assert hook["secret"] == receiver.secret and hook["active"] and hook["url"] == url
+    listed = service.client.get("/v1/webhooks", headers=key()).json()
+    assert any(h["id"] == hook["id"] for h in listed) and all("secret" not in h for h in listed)
+    assert service.client.get(f"/v1/webhooks/{hook['id']}", headers=key()).json()["url"] == url
+
+    row = service.score([in_liquidation(new_id("pushed"))])["results"][0]
+    got = wait_for(lambda: receiver.for_path(urlsplit(url).path))
+    assert got[0].verified  # the receiver checks the Standard Webhooks signature
+    payload = json.loads(got[0].body)
+    assert payload["type"] == "liqrisk.warning.raised" and payload["data"]["id"] == row["warning_id"]
+
+    def delivered() -> list[dict[str, Any]]:
+        rows = service.client.get(
+            "/v1/deliveries", params={"warning_id": row["warning_id"]}, headers=key()
+        ).json()
+        return [d for d in rows if d["webhook_id"] == hook["id"] and d["status"] == "delivered"]
+
+    delivery = wait_for(delivered)[0]
+    assert delivery["message_id"] == got[0].msg_id and delivery["attempts"] == 1
+    per_hook = service.client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=key()).json()
+    assert [d["id"] for d in per_hook] == [delivery["id"]]
+
+    disabled = service.client.delete(f"/v1/webhooks/{hook['id']}", headers=key())
+    assert disabled.status_code == 200 and disabled.json()["active"] is False
+    for path in ("/v1/webhooks/wh_nope", "/v1/webhooks/wh_nope/deliveries"):
+        assert service.client.get(path, headers=key()).status_code == 404
+    assert service.client.delete("/v1/webhooks/wh_nope", headers=key()).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"url": "http://127.0.0.1:9/x"}, "non-public"),
+        ({"url": "http://localhost/x"}, "non-public"),
+        ({"url": "http://10.1.2.3/x"}, "non-public"),
+        ({"url": "ftp://example.com/x"}, "http(s)"),
+        ({"url": "http://[/x"}, "not a valid URL"),
+    ],
+)
+def test_webhook_urls_are_checked(
+    service: Service, override: Callable[..., None], body: dict[str, Any], words: str
+) -> None:
+    override(webhook_allow_private=False)
+    response = service.client.post("/v1/webhooks", json=body, headers=key())
+    assert response.status_code == 422 and words in response.json()["detail"]
+
+
+def test_a_webhook_secret_must_be_a_standard_webhooks_secret(service: Service) -> None:
+    body = {"url": "http://127.0.0.1:9/x", "secret": "not-a-secret"}
+    response = service.client.post("/v1/webhooks", json=body, headers=key())
+    assert response.status_code == 422 and "whsec_" in response.json()["detail"]
+
+
+# --- auth, limits, validation ----------------------------------------------------------------
+
+PROTECTED = [
+    ("POST", "/v1/score", {"accounts": [account("auth")]}, Scope.SCORE),
+    ("POST", "/v1/bars", {"bars": []}, Scope.INGEST),
+    ("GET", "/v1/warnings", None, Scope.WARNINGS_READ),
+    ("POST", "/v1/webhooks", {"url": "http://127.0.0.1/x"}, Scope.WEBHOOKS_ADMIN),
+    ("GET", "/v1/webhooks", None, Scope.WEBHOOKS_ADMIN),
+    ("GET", "/v1/webhooks/wh_x", None, Scope.WEBHOOKS_ADMIN),
+    ("DELETE", "/v1/webhooks/wh_x", None, Scope.WEBHOOKS_ADMIN),
+    ("GET", "/v1/webhooks/wh_x/deliveries", None, Scope.WEBHOOKS_ADMIN),
+    ("GET", "/v1/deliveries?warning_id=1", None, Scope.WEBHOOKS_ADMIN),
+    ("POST", "/v1/admin/reload", None, Scope.ADMIN),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "scope"), PROTECTED, ids=[f"{m} {p}" for m, p, *_ in PROTECTED])
+def test_every_route_needs_a_key_with_its_scope(
+    service: Service, method: str, path: str, body: Any, scope: Scope
+) -> None:
+    def call(headers: dict[str, str]) -> Any:
+        return service.client.request(method, path, json=body, headers=headers)
+
+    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):
+        response = call(headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.headers["www-authenticate"] == "APIKey"
+    assert call(key("nobody")).status_code == 403
+    assert scope.value in call(key("nobody")).json()["detail"]
+    assert call(key("admin")).status_code not in (401, 403)
+
+
+def test_the_reader_key_reads_warnings_but_cannot_score(service: Service) -> None:
+    assert service.client.get("/v1/warnings", headers=key("reader")).status_code == 200
+    assert service.client.post(
+        "/v1/score", json={"accounts": [account("r")]}, headers=key("reader")
+    ).status_code == 403
+
+
+def test_a_body_over_the_limit_is_a_413(service: Service) -> None:
+    big = {"accounts": [account(f"big-{i}") for i in range(2_000)]}  # > 100 kB of JSON
+    response = service.client.post("/v1/score", json=big, headers=key())
+    assert response.status_code == 413 and "100000 bytes" in response.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it streams in
+        yield b'{"accounts": ['
+        for _ in range(1_000):
+            yield b'{"account_id": "chunk", "margin_mode": "cross", "positions": []},' * 2
+        yield b"7]}"
+
+    response = service.client.post(
+        "/v1/score", content=chunks(), headers={**key(), "content-type": "application/json"}
+    )
+    assert response.status_code == 413 and response.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"accounts": "x"}, "body.accounts"),
+        ({"accounts": []}, "body.accounts"),
+        ({}, "body.accounts"),
+        ({"accounts": [account("v")], "what_if": {"cut": 1.5}}, "body.what_if.cut"),
+        ({"accounts": [account("v")], "as_of": "yesterday"}, "body.as_of"),
+        ({"accounts": [account("v")], "color": "red"}, "body.color"),
+    ],
+)
+def test_a_validation_error_names_the_field_path(service: Service, body: Any, field: str) -> None:
+    response = service.client.post("/v1/score", json=body, headers=key())
+    assert response.status_code == 422
+    out = response.json()
+    assert out["errors"][0]["field"] == field
+    assert out["detail"].startswith(f"{field}: ")
+
+
+def test_invalid_json_and_bad_queries_are_422(service: Service, override: Callable[..., None]) -> None:
+    response = service.client.post(
+        "/v1/score", content=b'{"accounts": [', headers={**key(), "content-type": "application/json"}
+    )
+    assert response.status_code == 422 and "invalid JSON" in response.json()["detail"]
+    response = service.client.get("/v1/warnings", params={"limit": 0}, headers=key())
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "query.limit"
+    response = service.client.get("/v1/deliveries", headers=key())
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "query.warning_id"
+    override(max_accounts=2)
+    response = service.client.post(
+        "/v1/score", json={"accounts": [account(f"m{i}") for i in range(3)]}, headers=key()
+    )
+    assert response.status_code == 422 and "at most 2 accounts" in response.json()["detail"]
+
+
+# --- readiness and model reload --------------------------------------------------------------
+
+
+def test_not_ready_until_a_champion_exists_then_each_new_champion_is_served(
+    tmp_path: Path,
+    migrated_mlflow_db: Path,
+    mlflow_clean: None,
+    market_dir: Path,
+    risk_model: Any,
+) -> None:
+    import shutil
+
+    shutil.copy(migrated_mlflow_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    score = {"accounts": [account("reload")], "as_of": AS_OF}
+    with TestClient(create_app(settings_for(uri, market_dir, tmp_path))) as client:  # no polling
+
+        def reasons() -> str:
+            response = client.get("/readyz")
+            assert response.status_code == 503 and response.json()["ready"] is False
+            return " ".join(response.json()["reasons"])
+
+        assert "no version of model 'liqrisk' has the alias 'champion'" in wait_for(
+            lambda: "alias" in reasons() and reasons()
+        )
+        assert client.post("/v1/score", json=score, headers=key()).status_code == 503
+        failed = client.post("/v1/admin/reload", headers=key())
+        assert failed.status_code == 503 and "alias" in failed.json()["detail"]
+
+        register(risk_model, uri)  # v1 becomes champion
+        reload = client.post("/v1/admin/reload", headers=key())
+        assert reload.status_code == 200 and reload.json()["changed"] is True
+        assert wait_ready(client)["model"]["version"] == "1"
+
+        register(risk_model, uri, alias=None)  # v2 registered, alias unmoved
+        reload = client.post("/v1/admin/reload", headers=key())
+        assert reload.status_code == 200 and reload.json()["changed"] is False
+
+        versions: list[tuple[str, set[str]]] = []
+        stop = threading.Event()
+
+        def keep_scoring() -> None:
+            while not stop.is_set():
+                body = client.post("/v1/score", json=score, headers=key()).json()
+                versions.append((body["model"]["version"], {r["model"]["version"] for r in body["results"]}))
+
+        scorer = threading.Thread(target=keep_scoring)
+        scorer.start()
+        try:
+            wait_for(lambda: versions)  # v1 answered at least once
+            registry.set_registered_model_alias(MODEL_NAME, "champion", "2")
+            reload = client.post("/v1/admin/reload", headers=key())
+            assert reload.status_code == 200, reload.text
+            assert reload.json()["changed"] is True and reload.json()["model"]["version"] == "2"
+            wait_for(lambda: versions and versions[-1][0] == "2")
+        finally:
+            stop.set()
+            scorer.join()
+        assert client.get("/readyz").json()["model"]["version"] == "2"
+        assert all({served} == inner for served, inner in versions)  # never a mix in one response
+        assert {v for v, _ in versions} == {"1", "2"}
+
+    polling = settings_for(uri, market_dir, tmp_path, reload_seconds=0.2)
+    with TestClient(create_app(polling)) as client:
+        assert wait_ready(client)["model"]["version"] == "2"
+        registry.set_registered_model_alias(MODEL_NAME, "champion", "1")  # e.g. a rollback
+        wait_for(lambda: client.get("/readyz").json()["model"]["version"] == "1")
+
+    pinned = settings_for(uri, market_dir, tmp_path, model_version="2")
+    with TestClient(create_app(pinned)) as client:
+        assert wait_ready(client)["model"]["version"] == "2"  # pinned, though v1 is champion
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_liqrisk_serve_answers_on_loopback_with_settings_from_the_environment(
+    model_store: str, market_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LIQRISK_SERVE__"))}
+    env |= {
+        "LIQRISK_SERVE__TRACKING_URI": model_store,
+        "LIQRISK_SERVE__DATA_DIR": str(market_dir),
+        "LIQRISK_SERVE__DATABASE_URL": f"sqlite:///{tmp_path / 'warnings.db'}",
+        "LIQRISK_SERVE__API_KEYS": json.dumps(
+            [{"name": "ops", "key_sha256": hash_key("cli-key"), "scopes": ["score", "warnings:read"]}]
+        ),
+    }
+    liqrisk = Path(sys.executable).parent / "liqrisk"
+    process = subprocess.Popen(
+        [str(liqrisk), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
+
+            def ready() -> bool:
+                try:
+                    return http.get("/readyz").status_code == 200
+                except httpx.TransportError:
+                    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                    return False
+
+            wait_for(ready, timeout=60)
+            assert http.get("/healthz").json() == {"status": "ok"}
+            scored = http.post(
+                "/v1/score",
+                json={"accounts": [in_liquidation("cli")], "as_of": AS_OF},
+                headers={"X-API-Key": "cli-key"},
+            )
+            assert scored.status_code == 200, scored.text
+            assert scored.json()["results"][0]["level"] == "critical"
+            feed = http.get("/v1/warnings", headers={"X-API-Key": "cli-key"}).json()
+            assert [w["account_id"] for w in feed["items"]] == ["cli"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    log = process.stderr.read().decode()
+    assert "Application shutdown complete" in log, log[-2000:]  # uvicorn re-raises SIGTERM after it

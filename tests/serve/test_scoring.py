@@ -1,0 +1,242 @@
+"""The scorer: the offline pipeline's scores for the same snapshot and bars, point in time, one
+result per account whatever the others do, what-ifs and reasons."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from api_support import small_risk_model, write_market
+
+from liqrisk.features.market import market_from_bars
+from liqrisk.models.bundle import BIAS, RiskModel
+from liqrisk.models.reasons import REASON_WORDS
+from liqrisk.models.train import FEATURES, model_frame, uncalibrated
+from liqrisk.pipelines.accounts import write_snapshots
+from liqrisk.pipelines.bars import read_bars
+from liqrisk.pipelines.build import BuildConfig, build_dataset
+from liqrisk.pipelines.generator import GeneratorConfig, generate_accounts
+from liqrisk.pipelines.instruments_file import read_instruments
+from liqrisk.serve.market import MarketState
+from liqrisk.serve.scoring import Scorer
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+FILE = "crypto_perp_1h.parquet"
+OUTPUTS = ("p_liquidated", "p_negative", "expected_shortfall")
+
+
+@pytest.fixture(scope="module")
+def model(make_dataset: Callable[..., pd.DataFrame]) -> RiskModel:
+    return small_risk_model(make_dataset(4000, seed=1))
+
+
+@pytest.fixture(scope="module")
+def small_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("market") / "data"
+    return write_market(folder, symbols={"BTCUSDT": 40_000.0, "ETHUSDT": 2_500.0}, start="2024-01-01", hours=24 * 40, seed=3)
+
+
+@pytest.fixture
+def scorer(model: RiskModel, small_market: Path) -> Scorer:
+    market = MarketState.load(small_market)
+    return Scorer(model, name="liqrisk", version="3", market=market, instruments=market.instruments)
+
+
+def cross(account_id: str, symbol: str, *, collateral: float, side: int, qty: float, entry: float, **more) -> dict:
+    position = {"symbol": symbol, "side": side, "qty": qty, "entry_price": entry}
+    return {"account_id": account_id, "margin_mode": "cross", "collateral": collateral, "positions": [position], **more}
+
+
+def last_close(scorer: Scorer, symbol: str) -> float:
+    return float(scorer.market.view().bars_of(symbol)["close"].iloc[-1])
+
+
+def test_scores_equal_the_offline_pipelines_for_the_same_snapshots_and_bars(model: RiskModel, tmp_path: Path):
+    catalog = read_instruments(DATA / "instruments.json")
+    bars = read_bars(DATA / FILE).bars
+    config = GeneratorConfig.from_dict({"event_share": 0.3})
+    accounts = generate_accounts(market_from_bars(bars), catalog.instruments, config, n_accounts=80, seed=21)
+    write_snapshots(accounts, tmp_path / "accounts.jsonl")
+    drowned = cross("drowned", "BTCUSDT-PERP", collateral=10.0, side=1, qty=1.0, entry=1e6, as_of="2025-06-02T00:00:00Z")
+    unknown = cross("unknown", "NOSUCH-PERP", collateral=10.0, side=1, qty=1.0, entry=1.0, as_of="2025-06-02T00:00:00Z")
+    with (tmp_path / "accounts.jsonl").open("a") as handle:
+        handle.write(json.dumps(drowned) + "\n" + json.dumps(unknown) + "\n")
+    build = BuildConfig.from_dict(
+        {"data_dir": str(DATA), "files": [FILE], "accounts": str(tmp_path / "accounts.jsonl"), "horizons": ["1h", "24h", "7d"]}
+    )
+    dataset = build_dataset(build)
+    offline = model.predict(dataset.table).set_index(dataset.table["account_id"])
+
+    market = MarketState.load(DATA, files=[FILE])
+    scorer = Scorer(model, name="liqrisk", version="1", market=market, instruments=market.instruments)
+    snapshots = [json.loads(line) for line in (tmp_path / "accounts.jsonl").read_text().splitlines()]
+    results = {r["account_id"]: r for r in scorer.score(snapshots)}
+
+    assert len(results) == 82 and len(offline) > 70
+    for account_id, row in offline.iterrows():
+        served = results[account_id]
+        assert served["status"] == "ok", served["error"]
+        for h in model.horizons:
+            for name in OUTPUTS:
+                assert served["horizons"][h][name] == pytest.approx(row[f"{name}_{h}"], rel=1e-12, abs=1e-12)
+    excluded = dataset.excluded.set_index("account_id")
+    assert excluded.loc["drowned", "status"] == "in_liquidation" and results["drowned"]["status"] == "in_liquidation"
+    assert results["unknown"]["status"] == "error" and "unknown symbol 'NOSUCH-PERP'" in results["unknown"]["error"]
+
+
+def test_bars_appended_after_as_of_change_nothing_at_that_as_of(scorer: Scorer):
+    account = cross("a", "BTCUSDT", collateral=2_000.0, side=1, qty=0.2, entry=last_close(scorer, "BTCUSDT"))
+    latest = scorer.market.latest
+    now = scorer.score([account])[0]
+    assert now["status"] == "ok" and now["as_of"] == latest.isoformat().replace("+00:00", "Z")
+    ahead = scorer.score([account], as_of=latest + pd.Timedelta("1h"))[0]
+    assert ahead["status"] == "error" and "no bars complete at" in ahead["error"]
+
+    crash = scorer.market.view().bars_of("BTCUSDT").iloc[[-1]].copy()
+    price = crash["close"].iloc[0]
+    crash = crash.assign(ts=crash["ts"] + pd.Timedelta("1h"), open=price, high=price, low=price * 0.7, close=price * 0.75)
+    assert scorer.market.append(crash) == 1
+
+    again = scorer.score([account], as_of=latest)[0]
+    assert again == now  # the same as_of knows nothing of the crash
+    later = scorer.score([account])[0]  # the default as_of moved to the crash bar's end
+    assert later["as_of"] != now["as_of"]
+    assert later["baseline"]["equity"] < now["baseline"]["equity"]
+    assert later["horizons"] != now["horizons"]
+
+
+def test_each_account_gets_its_own_result_in_order(scorer: Scorer):
+    price = last_close(scorer, "BTCUSDT")
+    latest = scorer.market.latest
+    earlier = (latest - pd.Timedelta("3D")).isoformat()
+    batch = [
+        cross("healthy", "BTCUSDT", collateral=5_000.0, side=1, qty=0.1, entry=price),
+        cross("bad-qty", "ETHUSDT", collateral=100.0, side=1, qty=-2.0, entry=2_000.0),
+        cross("drowned", "BTCUSDT", collateral=10.0, side=1, qty=1.0, entry=price * 2),
+        {"account_id": "no-mode", "collateral": 1.0, "positions": []},
+        cross("unknown", "DOGEUSDT", collateral=100.0, side=-1, qty=1.0, entry=0.1),
+        cross("earlier", "ETHUSDT", collateral=5_000.0, side=-1, qty=1.0, entry=last_close(scorer, "ETHUSDT"), as_of=earlier),
+    ]
+    results = scorer.score(batch)
+
+    assert [r["account_id"] for r in results] == [a["account_id"] for a in batch]
+    assert [r["status"] for r in results] == ["ok", "error", "in_liquidation", "error", "error", "ok"]
+    assert results[1]["error"] == "positions[0].qty must be > 0, got -2.0 (symbol ETHUSDT)"
+    assert results[3]["error"].startswith("margin_mode is missing")
+    assert results[4]["error"] == "positions[0].symbol: unknown symbol 'DOGEUSDT'"
+    drowned = results[2]
+    assert drowned["horizons"] is None and drowned["reasons"] == [] and drowned["baseline"]["margin_call"]
+    assert results[5]["as_of"] == pd.Timestamp(earlier).isoformat().replace("+00:00", "Z")
+    assert results[0]["as_of"] == latest.isoformat().replace("+00:00", "Z")
+    alone = scorer.score([batch[0]])[0]
+    assert alone["horizons"] == results[0]["horizons"]  # the others changed nothing
+
+
+def test_result_shape_is_plain_json(scorer: Scorer):
+    eth, btc = last_close(scorer, "ETHUSDT"), last_close(scorer, "BTCUSDT")
+    isolated = {
+        "account_id": 7,
+        "margin_mode": "isolated",
+        "positions": [
+            {"symbol": "ETHUSDT", "side": -1, "qty": 2.0, "entry_price": eth, "collateral": 400.0},
+            {"symbol": "BTCUSDT", "side": 1, "qty": 0.01, "entry_price": btc, "collateral": 100.0},
+        ],
+    }
+    result = scorer.score([isolated], what_if={"add_collateral": 50.0})[0]
+    json.dumps(result, allow_nan=False)
+    assert set(result) >= {"account_id", "status", "error", "as_of", "model", "horizons", "baseline", "reasons", "what_if"}
+    assert result["account_id"] == "7" and result["model"] == {
+        "name": "liqrisk",
+        "version": "3",
+        "kinds": dict.fromkeys(scorer.model.classifiers, "lightgbm"),
+    }
+    assert set(result["horizons"]) == {"1h", "24h", "7d"}
+    assert all(set(v) == set(OUTPUTS) for v in result["horizons"].values())
+    baseline = result["baseline"]
+    assert baseline["liquidation_price"] is None  # two isolated positions: one price each
+    short, long = baseline["positions"]
+    # L = (s·q·e − C − a) / (q·(s − m)) per isolated position, B = e − s·C/q
+    assert short["price"] == eth < short["liquidation_price"] < short["bankruptcy_price"]
+    assert long["price"] == btc > long["liquidation_price"] > long["bankruptcy_price"]
+    assert short["bankruptcy_price"] == pytest.approx(eth + 400.0 / 2.0)
+    assert long["bankruptcy_price"] == pytest.approx(btc - 100.0 / 0.01)
+
+
+def test_what_if_moves_prices_and_distances_the_safe_way(scorer: Scorer):
+    """Adding collateral or cutting positions always moves the contract's quantities the safe way;
+    the probabilities usually follow but are not guaranteed to (module docstring of
+    ``liqrisk.serve.scoring``: only leverage, margin ratio and the distances are monotone
+    constraints of the model), so they are not asserted here."""
+    price = last_close(scorer, "BTCUSDT")
+    account = cross("a", "BTCUSDT", collateral=1_000.0, side=1, qty=0.2, entry=price * 1.02)
+    current = scorer.score([account])[0]
+    nothing = scorer.score([account], what_if={"add_collateral": 0.0, "cut": 0.0})[0]["what_if"]
+    assert {k: nothing[k] for k in ("status", "horizons", "baseline")} == {
+        k: current[k] for k in ("status", "horizons", "baseline")
+    }
+    now = current["baseline"]
+    for what_if in ({"add_collateral": 500.0}, {"cut": 0.5}, {"add_collateral": 500.0, "cut": 0.5}):
+        changed = scorer.score([account], what_if=what_if)[0]
+        assert changed["horizons"] == current["horizons"] and changed["baseline"] == now
+        new = changed["what_if"]["baseline"]
+        assert changed["what_if"]["status"] == "ok"
+        assert new["leverage"] < now["leverage"] and new["margin_ratio"] < now["margin_ratio"]
+        assert new["liquidation_price"] < now["liquidation_price"] < price  # a long: further below
+        assert new["distance_to_liquidation_pct"] > now["distance_to_liquidation_pct"]
+        assert new["distance_to_bankruptcy_pct"] > now["distance_to_bankruptcy_pct"]
+        expected_equity = now["equity"] + what_if.get("add_collateral", 0.0)  # a cut realises, not loses
+        assert new["equity"] == pytest.approx(expected_equity, rel=1e-12)
+    # a what-if can bring an account out of liquidation
+    drowned = cross("d", "BTCUSDT", collateral=100.0, side=1, qty=0.2, entry=price * 1.05)
+    rescued = scorer.score([drowned], what_if={"add_collateral": 5_000.0})[0]
+    assert rescued["status"] == "in_liquidation" and rescued["what_if"]["status"] == "ok"
+    assert rescued["what_if"]["horizons"] is not None
+
+
+def test_every_feature_has_words():
+    assert set(FEATURES) <= set(REASON_WORDS)
+    assert all(words and words != name for name, words in REASON_WORDS.items())
+
+
+def test_reasons_are_the_largest_exact_contributions(scorer: Scorer):
+    price = last_close(scorer, "BTCUSDT")
+    batch = [
+        cross(f"a{i}", "BTCUSDT", collateral=c, side=1, qty=0.5, entry=price * e)
+        for i, (c, e) in enumerate([(2_000.0, 1.0), (3_000.0, 1.05), (20_000.0, 0.9)])
+    ]
+    results = scorer.score(batch)
+    view = scorer.market.view()
+    from liqrisk.features.accounts import snapshots_from_dicts
+    from liqrisk.features.snapshot import snapshot_features
+
+    snaps = snapshots_from_dicts([dict(a, as_of=view.latest) for a in batch])
+    positions = snaps.positions.assign(account_id=lambda p: p["account"].map(snaps.accounts["account_id"]))
+    table = snapshot_features(
+        view.market, scorer.instruments, positions, feature_horizon=scorer.feature_horizon, market_part=view.market_features
+    )
+    X = model_frame(table)
+    raw = uncalibrated(scorer.model.classifiers[scorer.reason_label])
+    pushes = scorer.model.contributions(table, scorer.reason_label)
+    np.testing.assert_allclose(pushes.sum(axis=1), raw.predict(X, raw_score=True), rtol=1e-9, atol=1e-9)
+    for i, result in enumerate(results):
+        assert result["explained"] and len(result["reasons"]) == 3
+        row = pushes.iloc[i].drop(BIAS)
+        top = row.abs().sort_values(ascending=False, kind="stable").index[:3].tolist()
+        assert [r["feature"] for r in result["reasons"]] == top
+        for reason in result["reasons"]:
+            assert reason["contribution"] == pytest.approx(row[reason["feature"]], rel=1e-12)
+            assert reason["description"] == REASON_WORDS[reason["feature"]]
+
+
+def test_only_the_riskiest_rows_are_explained_when_asked_to_cap(model: RiskModel, small_market: Path):
+    market = MarketState.load(small_market)
+    scorer = Scorer(model, name="m", version="1", market=market, instruments=market.instruments, max_explained=2)
+    price = float(market.view().bars_of("BTCUSDT")["close"].iloc[-1])
+    batch = [cross(f"a{i}", "BTCUSDT", collateral=1_000.0, side=1, qty=0.01 * (i + 1) ** 2, entry=price) for i in range(5)]
+    results = scorer.score(batch)
+    explained = [r for r in results if r["explained"]]
+    assert len(explained) == 2 and all(r["reasons"] for r in explained)
+    risk = [r["horizons"]["24h"]["p_negative"] for r in results]
+    assert min(r["horizons"]["24h"]["p_negative"] for r in explained) >= sorted(risk)[-2]
