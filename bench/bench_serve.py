@@ -150,10 +150,10 @@ def _stats(latencies: list[float], errors: int, seconds: float) -> dict:
 
 
 async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict, rate: float, seconds: float) -> dict:
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=30.0) as client:
 
         async def send(payload) -> bool:
-            r = await client.post("", json=payload)
+            r = await client.post(url, json=payload)
             return r.status_code == 200
 
         singles = [payload_of([a]) for a in accounts[:500]]
@@ -179,7 +179,11 @@ def start_liqrisk(port: int, work: Path) -> subprocess.Popen:
 
 
 def start_mlflow(port: int) -> subprocess.Popen:
-    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'runs' / 'mlflow' / 'mlflow.db'}"}
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'runs' / 'mlflow' / 'mlflow.db'}",
+        # mlflow runs `uvicorn` from PATH: the one installed beside this interpreter
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/liqrisk@champion",
            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
