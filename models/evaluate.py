@@ -36,7 +36,7 @@ from liqrisk.models.baselines import (
     structural_baseline,
 )
 from liqrisk.models.metrics import metrics_table
-from liqrisk.models.shortfall import exposure, fit_severity
+from liqrisk.models.shortfall import Severity, exposure, fit_severity
 from liqrisk.models.splits import Split
 from liqrisk.models.train import (
     MODEL_KINDS,
@@ -84,6 +84,7 @@ class WalkForward:
     fold: np.ndarray  # the fold of each of ``rows``
     scores: dict[str, np.ndarray]  # name -> score per entry of ``rows``
     last_models: dict[str, CalibratedClassifierCV]
+    last_severity: Severity | None = None  # ``negative_*``: the last fold's severity model
 
 
 def walk_forward(
@@ -109,6 +110,7 @@ def walk_forward(
     known = ~table[label].isna().to_numpy()
     rows, folds, parts = [], [], []
     last: dict[str, CalibratedClassifierCV] = {}
+    severity_model: Severity | None = None
     for split in splits:
         test = split.test[known[split.test]]
         fitted = train_split(
@@ -117,14 +119,15 @@ def walk_forward(
         scores = {name: m.predict_proba(X.iloc[test])[:, 1] for name, m in fitted.items()}
         if event == "negative":
             train = split.train[known[split.train]]
-            severity = fit_severity(
+            severity_model = fit_severity(
                 X.iloc[train],
                 table[f"shortfall_{horizon}"].to_numpy(dtype=float)[train],
                 exposure(table.iloc[train]),
                 table[label].to_numpy()[train].astype(bool),
                 seed=seed,
                 n_jobs=n_jobs,
-            ).predict(X.iloc[test]) * exposure(table.iloc[test])
+            )
+            severity = severity_model.predict(X.iloc[test]) * exposure(table.iloc[test])
             scores |= {f"{name}{ES_SUFFIX}": scores[name] * severity for name in fitted}
         if "lightgbm" in fitted:
             raw = uncalibrated(fitted["lightgbm"])
@@ -144,6 +147,7 @@ def walk_forward(
         fold=np.concatenate(folds),
         scores={n: np.concatenate([p[n] for p in parts]) for n in names},
         last_models=last,
+        last_severity=severity_model,
     )
 
 

@@ -39,7 +39,6 @@ from liqrisk.models.evaluate import (
     walk_forward,
 )
 from liqrisk.models.metrics import evaluate_scores
-from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import Split, walk_forward_splits
 from liqrisk.models.train import MODEL_KINDS, model_frame, uncalibrated
 
@@ -110,7 +109,7 @@ def dataset_digest(path: Path) -> str:
 def training_splits(table: pd.DataFrame, config: TrainConfig, horizons: Sequence[str]) -> list[Split]:
     """Walk-forward splits with the embargo of the longest horizon (every label's window closes
     before the next period starts)."""
-    longest = max((parse_duration(h) for h in horizons))
+    longest = max(parse_duration(h) for h in horizons)
     return walk_forward_splits(
         table["as_of"],
         n_folds=config.n_folds,
@@ -143,7 +142,7 @@ def train_models(config: TrainConfig, table: pd.DataFrame) -> TrainResult:
     bundle = RiskModel(
         horizons=horizons,
         classifiers={label: w.last_models[kinds[label]] for label, w in walks.items()},
-        severity={h: _severity(table, splits[-1], h, config.seed) for h in horizons},
+        severity={h: walks[f"negative_{h}"].last_severity for h in horizons},
         kinds=kinds,
         info={
             "train_period": str(splits[-1].train_period),
@@ -185,7 +184,7 @@ def target_check(evaluation: pd.DataFrame, *, label: str, kind: str, min_events:
                 "group": group, "events": int(m.loc[kind, "n_pos"]), "pr_auc": pr, "best_rule": rule,
                 "ratio_to_rule": pr / rule if rule > 0 else float("nan"), "structural": structural,
                 "pr_auc_met": bool(enough and pr >= 2 * rule and pr > structural) if enough else None,
-                "bad_debt_share@1%": share, "bad_debt_met": bool(share >= 0.7) if share == share else None,
+                "bad_debt_share@1%": share, "bad_debt_met": bool(share >= 0.7) if not np.isnan(share) else None,
             }
         )
     return pd.DataFrame(rows)
@@ -230,19 +229,6 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
 def _walk(table: pd.DataFrame, splits: list[Split], config: TrainConfig, label: str, kinds: Sequence[str]) -> WalkForward:
     print(f"liqrisk train: {label} ({', '.join(kinds)}) over {len(splits)} folds", file=sys.stderr)
     return walk_forward(table, splits, label=label, seed=config.seed, models=kinds, n_estimators=config.n_estimators)
-
-
-def _severity(table: pd.DataFrame, split: Split, horizon: str, seed: int):
-    label = f"negative_{horizon}"
-    train = split.train[~table[label].isna().to_numpy()[split.train]]
-    rows = table.iloc[train]
-    return fit_severity(
-        model_frame(rows),
-        rows[f"shortfall_{horizon}"].to_numpy(dtype=float),
-        exposure(rows),
-        rows[label].to_numpy().astype(bool),
-        seed=seed,
-    )
 
 
 def train_command(config: TrainConfig) -> int:
