@@ -36,90 +36,121 @@ POSITION_FEATURES: dict[str, str] = {
 }
 
 
-def account_position_features(
-    positions: pd.DataFrame, *, horizon: pd.Timedelta
-) -> pd.DataFrame:
+def account_position_features(positions: pd.DataFrame, *, horizon: pd.Timedelta) -> pd.DataFrame:
     """One row of ``POSITION_FEATURES`` per account (index: ``account``, in order of appearance).
 
     Parameters
     ----------
     positions : DataFrame
-        One row per position with ``account, margin_mode, collateral`` (the account's
-        for cross, the position's own for isolated), ``side, qty, entry_price`` and,
-        known at as_of (``liqrisk.features.replay.position_state``): ``price`` (last
-        complete close), ``mmr, amount, tier`` (the tier at as_of), ``sigma_d``
+        One row per position, the rows of an account together, with ``account, margin_mode,
+        collateral`` (the account's for cross, the position's own for isolated), ``side, qty,
+        entry_price`` and, known at as_of (``liqrisk.features.replay.position_state``):
+        ``price`` (last complete close), ``mmr, amount, tier`` (the tier at as_of), ``sigma_d``
         (daily volatility) and ``liquidity`` (daily traded notional, or depth_notional).
     horizon : Timedelta
     """
-    isolated = (positions["margin_mode"] == "isolated").to_numpy()
-    unit = replay_units(positions["account"].to_numpy(), isolated)
-    side = positions["side"].to_numpy(dtype=float)
-    qty = positions["qty"].to_numpy(dtype=float)
-    price = positions["price"].to_numpy(dtype=float)
-    mmr = positions["mmr"].to_numpy(dtype=float)
+    columns = (
+        "side",
+        "qty",
+        "price",
+        "entry_price",
+        "mmr",
+        "amount",
+        "collateral",
+        "sigma_d",
+        "liquidity",
+    )
+    values = {c: positions[c].to_numpy(dtype=float) for c in columns}
+    account = positions["account"].to_numpy()
+    out = position_feature_arrays(
+        account=account,
+        isolated=(positions["margin_mode"] == "isolated").to_numpy(),
+        tier=positions["tier"].to_numpy(dtype=np.int64),
+        horizon_days=horizon / pd.Timedelta(days=1),
+        **values,
+    )
+    index = pd.Index(account[group_starts(account)], name="account")
+    return pd.DataFrame(out, index=index).astype({"n_positions": "int64", "tier": "int64"})
+
+
+def group_starts(codes: np.ndarray) -> np.ndarray:
+    """First row of each run of equal ``codes`` (the rows of a group must be together)."""
+    n = len(codes)
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if n else np.zeros(0, dtype=np.intp)
+
+
+def position_feature_arrays(
+    *,
+    account: np.ndarray,
+    isolated: np.ndarray,
+    side: np.ndarray,
+    qty: np.ndarray,
+    price: np.ndarray,
+    entry_price: np.ndarray,
+    mmr: np.ndarray,
+    amount: np.ndarray,
+    tier: np.ndarray,
+    collateral: np.ndarray,
+    sigma_d: np.ndarray,
+    liquidity: np.ndarray,
+    horizon_days: float,
+) -> dict[str, np.ndarray]:
+    """:func:`account_position_features` on plain arrays (one per position, the rows of an
+    account together): ``POSITION_FEATURES`` per account, in order of appearance.
+
+    Arrays rather than a frame because the scoring service computes these for one account
+    per request, where a frame's per-operation cost would be most of the answer's time.
+    A cross account pools its positions into one replay unit; an isolated account has a
+    unit per position, and is as close to liquidation as its nearest unit.
+    """
+    starts = group_starts(account)
+    n = len(account)
+    if n == 0:
+        return {name: np.zeros(0) for name in POSITION_FEATURES}
+    unit_starts = group_starts(replay_units(account, isolated))
+    accounts_of_units = group_starts(account[unit_starts])  # each account's first unit
     notional = qty * np.abs(price)
-    pnl = side * qty * (price - positions["entry_price"].to_numpy(dtype=float))
-    maintenance = mmr * notional - positions["amount"].to_numpy(dtype=float)
-    hdays = horizon / pd.Timedelta(days=1)
+    pnl = side * qty * (price - entry_price)
+    maintenance = mmr * notional - amount
 
-    frame = pd.DataFrame(
-        {
-            "account": positions["account"].to_numpy(),
-            "unit": unit,
-            "collateral": positions["collateral"].to_numpy(dtype=float),
-            "notional": notional,
-            "signed": side * notional,
-            "pnl": pnl,
-            "maintenance": maintenance,
-            "adverse": notional * (1.0 - side * mmr),
-            "weighted_mmr": mmr * notional,
-            "weighted_sigma": positions["sigma_d"].to_numpy(dtype=float) * notional,
-            "liquidity": positions["liquidity"].to_numpy(dtype=float),
-            "tier": positions["tier"].to_numpy(),
-            "isolated": isolated.astype(float),
-        }
-    )
-    units = frame.groupby("unit", sort=False).agg(
-        account=("account", "first"),
-        collateral=("collateral", "first"),
-        notional=("notional", "sum"),
-        pnl=("pnl", "sum"),
-        maintenance=("maintenance", "sum"),
-        adverse=("adverse", "sum"),
-        weighted_sigma=("weighted_sigma", "sum"),
-    )
-    equity = units["collateral"] + units["pnl"]
-    units["dist_liq"] = (equity - units["maintenance"]) / units["adverse"]
-    units["dist_bankrupt"] = equity / units["notional"]
-    units["sigma"] = units["weighted_sigma"] / units["notional"]
-    scale = units["sigma"] * np.sqrt(hdays)
-    units["dist_liq_sigma"] = units["dist_liq"] / scale
-    units["dist_bankrupt_sigma"] = units["dist_bankrupt"] / scale
+    def unit_sum(x: np.ndarray) -> np.ndarray:  # NaN skipped, as pandas sums (an unpriced position)
+        return np.add.reduceat(np.where(np.isnan(x), 0.0, x), unit_starts)
 
-    by_account = frame.groupby("account", sort=False)
-    weakest = units.groupby("account", sort=False)
-    gross = by_account["notional"].sum()
-    collateral = units.groupby("account", sort=False)["collateral"].sum()
-    equity_total = collateral + by_account["pnl"].sum()
-    maintenance_total = by_account["maintenance"].sum()
-    out = pd.DataFrame(
-        {
-            "leverage": gross / collateral.where(collateral > 0),
-            "margin_ratio": np.where(equity_total > 0, maintenance_total / equity_total.where(equity_total > 0), np.inf),
-            "dist_liq_pct": weakest["dist_liq"].min(),
-            "dist_bankrupt_pct": weakest["dist_bankrupt"].min(),
-            "dist_liq_sigma": weakest["dist_liq_sigma"].min(),
-            "dist_bankrupt_sigma": weakest["dist_bankrupt_sigma"].min(),
-            "notional_to_liquidity": (frame["notional"] / frame["liquidity"]).groupby(frame["account"], sort=False).max(),
-            "log_notional": np.log10(gross.where(gross > 0)),
-            "mmr": by_account["weighted_mmr"].sum() / gross.where(gross > 0),
-            "tier": by_account["tier"].max(),
-            "isolated": by_account["isolated"].first(),
-            "n_positions": by_account.size(),
-            "concentration": by_account["notional"].max() / gross.where(gross > 0),
-            "net_exposure": by_account["signed"].sum() / gross.where(gross > 0),
-            "upnl_to_collateral": by_account["pnl"].sum() / collateral.where(collateral > 0),
+    def account_sum(x: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.where(np.isnan(x), 0.0, x), starts)
+
+    def weakest(
+        x: np.ndarray,
+    ) -> np.ndarray:  # per account, the smallest over its units; NaN skipped
+        return np.fmin.reduceat(x, accounts_of_units)
+
+    unit_notional = unit_sum(notional)
+    unit_equity = collateral[unit_starts] + unit_sum(pnl)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist_liq = (unit_equity - unit_sum(maintenance)) / unit_sum(notional * (1.0 - side * mmr))
+        dist_bankrupt = unit_equity / unit_notional
+        scale = unit_sum(sigma_d * notional) / unit_notional * np.sqrt(horizon_days)
+        gross = account_sum(notional)
+        held = np.add.reduceat(collateral[unit_starts], accounts_of_units)
+        equity_total = held + account_sum(pnl)
+        positive_gross = np.where(gross > 0, gross, np.nan)
+        positive_held = np.where(held > 0, held, np.nan)
+        return {
+            "leverage": gross / positive_held,
+            "margin_ratio": np.where(
+                equity_total > 0, account_sum(maintenance) / equity_total, np.inf
+            ),
+            "dist_liq_pct": weakest(dist_liq),
+            "dist_bankrupt_pct": weakest(dist_bankrupt),
+            "dist_liq_sigma": weakest(dist_liq / scale),
+            "dist_bankrupt_sigma": weakest(dist_bankrupt / scale),
+            "notional_to_liquidity": np.fmax.reduceat(notional / liquidity, starts),
+            "log_notional": np.log10(positive_gross),
+            "mmr": account_sum(mmr * notional) / positive_gross,
+            "tier": np.maximum.reduceat(tier, starts),
+            "isolated": isolated[starts].astype(float),
+            "n_positions": np.diff(np.r_[starts, n]),
+            "concentration": np.fmax.reduceat(notional, starts) / positive_gross,
+            "net_exposure": account_sum(side * notional) / positive_gross,
+            "upnl_to_collateral": account_sum(pnl) / positive_held,
         }
-    )
-    out.index.name = "account"
-    return out.astype({"n_positions": "int64", "tier": "int64"})

@@ -19,12 +19,13 @@ Every value uses only bars complete at or before the account's as_of.
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from liqrisk.features.instruments import Instrument
 from liqrisk.features.market import Market
 from liqrisk.features.market_features import MARKET_FEATURES, market_features
-from liqrisk.features.position import POSITION_FEATURES, account_position_features
+from liqrisk.features.position import POSITION_FEATURES, group_starts, position_feature_arrays
 from liqrisk.features.replay import state_at_as_of
 
 IN_LIQUIDATION = "in liquidation at as_of"
@@ -74,7 +75,9 @@ def snapshot_features(
         Feature values of ``error`` rows are whatever could be computed (NaN where nothing).
     """
     keys = anchor_keys(positions)
-    rows = position_snapshot(market, instruments, positions, feature_horizon=feature_horizon, state=state)
+    rows = position_snapshot(
+        market, instruments, positions, feature_horizon=feature_horizon, state=state
+    )
     table = join_snapshot(rows, market_part(keys[["symbol", "as_of"]]), keys, instruments)
     return table[list(SNAPSHOT_COLUMNS)]
 
@@ -87,13 +90,42 @@ def market_features_from_bars(
 
 
 def anchor_keys(positions: pd.DataFrame) -> pd.DataFrame:
-    """Per account (index ``account``): ``account_id``, ``as_of`` and the symbol of its largest
-    position by entry notional, whose market features describe the account."""
-    size = positions["qty"] * positions["entry_price"].abs()
-    largest = size.groupby(positions["account"], sort=False).idxmax()
-    keys = positions.loc[largest, ["account", "as_of", "symbol"]].set_index("account")
-    ids = positions.groupby("account", sort=False)["account_id"].first() if "account_id" in positions else keys.index.astype(str)
-    return keys.assign(account_id=ids)
+    """Per account (index ``account``, rows of an account together): ``account_id``, ``as_of``
+    and the symbol of its largest position by entry notional (the first of equals), whose
+    market features describe the account."""
+    account = positions["account"].to_numpy()
+    starts = group_starts(account)
+    size = positions["qty"].to_numpy(dtype=float) * np.abs(
+        positions["entry_price"].to_numpy(dtype=float)
+    )
+    largest = _first_largest(size, starts)
+    ids = _account_ids(positions, starts)
+    return pd.DataFrame(
+        {
+            "as_of": positions["as_of"].array[largest],
+            "symbol": positions["symbol"].array[largest],
+            "account_id": ids,
+        },
+        index=pd.Index(account[starts], name="account"),
+    )
+
+
+def _first_largest(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Row of the first largest value in each group (groups start at ``starts``)."""
+    if len(values) == len(starts):  # one row a group
+        return starts
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(values)]))
+    top = np.fmax.reduceat(values, starts)[group]
+    is_top = (values == top) | (np.isnan(top) & (np.arange(len(values)) == starts[group]))
+    rows = np.flatnonzero(is_top)
+    return rows[group_starts(group[rows])]
+
+
+def _account_ids(positions: pd.DataFrame, starts: np.ndarray) -> np.ndarray:
+    """Each account's ``account_id`` (its first row's), else its code as text."""
+    if "account_id" in positions:
+        return positions["account_id"].to_numpy()[starts]
+    return positions["account"].astype(str).to_numpy()[starts]
 
 
 def position_snapshot(
@@ -110,20 +142,36 @@ def position_snapshot(
     ``state`` is ``state_at_as_of(market, instruments, positions)``, computed here if not given.
     """
     state, decided = state if state is not None else state_at_as_of(market, instruments, positions)
-    features = account_position_features(
-        pd.concat([positions, state.drop(columns="error")], axis=1), horizon=feature_horizon
+    features = position_feature_arrays(
+        account=positions["account"].to_numpy(),
+        isolated=(positions["margin_mode"] == "isolated").to_numpy(),
+        tier=state["tier"].to_numpy(dtype=np.int64),
+        horizon_days=feature_horizon / pd.Timedelta(days=1),
+        **{
+            c: positions[c].to_numpy(dtype=float)
+            for c in ("side", "qty", "entry_price", "collateral")
+        },
+        **{
+            c: state[c].to_numpy(dtype=float)
+            for c in ("price", "mmr", "amount", "sigma_d", "liquidity")
+        },
     )
-    first = positions.groupby("account", sort=False)
-    ids = first["account_id"].first() if "account_id" in positions else first["account"].first().astype(str)
+    starts = group_starts(positions["account"].to_numpy())
+    reason = decided["error"].to_numpy(dtype=object).copy()
+    status = decided["status"].to_numpy(dtype=object)
+    reason[status == "in_liquidation"] = IN_LIQUIDATION
     out = pd.DataFrame(
         {
-            "account_id": ids,
-            "as_of": first["as_of"].first(),
-            "margin_mode": first["margin_mode"].first(),
-        }
+            "account_id": _account_ids(positions, starts),
+            "as_of": positions["as_of"].array[starts],
+            "margin_mode": positions["margin_mode"].to_numpy()[starts],
+            **features,
+            "status": status,
+            "reason": reason,
+        },
+        index=decided.index,
     )
-    reason = decided["error"].where(decided["status"] != "in_liquidation", IN_LIQUIDATION)
-    return out.join(features).assign(status=decided["status"], reason=reason)
+    return out.astype({"n_positions": "int64", "tier": "int64"})
 
 
 def join_snapshot(

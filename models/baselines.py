@@ -258,9 +258,27 @@ def fat_tail_baseline(
 def _structural(
     table: pd.DataFrame, *, horizon: pd.Timedelta, sigma_column: str, fat_tails: bool
 ) -> pd.DataFrame:
+    needed = ["dist_liq_pct", "dist_bankrupt_pct", "net_exposure", sigma_column]
+    needed += ["kurt_30d", "bar_hours"] if fat_tails else []
+    columns = {c: table[c].to_numpy(dtype=float) for c in dict.fromkeys(needed)}
+    p_liq, p_bankrupt = structural_probabilities(
+        columns, horizon=horizon, sigma_column=sigma_column, fat_tails=fat_tails
+    )
+    return pd.DataFrame({"p_liq": p_liq, "p_bankrupt": p_bankrupt}, index=table.index)
+
+
+def structural_probabilities(
+    columns: Mapping[str, NDArray[np.float64]],
+    *,
+    horizon: pd.Timedelta,
+    sigma_column: str = DEFAULT_SIGMA_COLUMN,
+    fat_tails: bool = False,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(P(touch liquidation), P(touch bankruptcy)) of :func:`structural_baseline` (or, with
+    ``fat_tails``, :func:`fat_tail_baseline`) from the feature columns as float arrays."""
     days = pd.Timedelta(horizon) / pd.Timedelta(days=1)
-    sigma = table[sigma_column].to_numpy(dtype=float)
-    short = table["net_exposure"].to_numpy(dtype=float) < 0  # NaN compares False: long
+    sigma = columns[sigma_column]
+    short = columns["net_exposure"] < 0  # NaN compares False: long
 
     def probability(distance: NDArray[np.float64]) -> NDArray[np.float64]:
         if not fat_tails:
@@ -269,18 +287,12 @@ def _structural(
             distance,
             sigma,
             days,
-            excess_kurtosis=table["kurt_30d"].to_numpy(dtype=float),
-            bar_hours=table["bar_hours"].to_numpy(dtype=float),
+            excess_kurtosis=columns["kurt_30d"],
+            bar_hours=columns["bar_hours"],
             short=short,
         )
 
-    return pd.DataFrame(
-        {
-            "p_liq": probability(table["dist_liq_pct"].to_numpy(dtype=float)),
-            "p_bankrupt": probability(table["dist_bankrupt_pct"].to_numpy(dtype=float)),
-        },
-        index=table.index,
-    )
+    return probability(columns["dist_liq_pct"]), probability(columns["dist_bankrupt_pct"])
 
 
 def _clean(

@@ -12,6 +12,7 @@ is non-decreasing in the horizon (a running maximum over sorted horizons). Expec
 shortfall is PD × LGD × EAD (:mod:`liqrisk.models.shortfall`).
 """
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from liqrisk.features.durations import parse_duration
+from liqrisk.models.fastpath import (
+    calibrated_probability,
+    fitted_booster,
+    lightgbm_matrix,
+    logistic_design,
+    threads,
+)
 from liqrisk.models.shortfall import Severity, expected_shortfall, exposure
 from liqrisk.models.train import CATEGORICAL, INPUTS, model_frame, uncalibrated
 
@@ -44,7 +52,9 @@ class RiskModel:
 
     def __post_init__(self) -> None:
         self.horizons = tuple(sorted(self.horizons, key=parse_duration))
-        missing = [f"{e}_{h}" for h in self.horizons for e in EVENTS if f"{e}_{h}" not in self.classifiers]
+        missing = [
+            f"{e}_{h}" for h in self.horizons for e in EVENTS if f"{e}_{h}" not in self.classifiers
+        ]
         missing += [f"severity {h}" for h in self.horizons if h not in self.severity]
         if missing:
             raise ValueError(f"RiskModel: missing {missing}")
@@ -53,7 +63,9 @@ class RiskModel:
     def outputs(self) -> tuple[str, ...]:
         """Column names of :meth:`predict`, in order."""
         return tuple(
-            f"{name}_{h}" for h in self.horizons for name in ("p_liquidated", "p_negative", "expected_shortfall")
+            f"{name}_{h}"
+            for h in self.horizons
+            for name in ("p_liquidated", "p_negative", "expected_shortfall")
         )
 
     def predict(self, table: pd.DataFrame, *, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -89,7 +101,10 @@ class RiskModel:
         cores, against 0.1 ms with one), and concurrent requests use the cores anyway.
         """
         for classifier in self.classifiers.values():
-            for fitted in (uncalibrated(classifier), *(c.estimator for c in classifier.calibrated_classifiers_)):
+            for fitted in (
+                uncalibrated(classifier),
+                *(c.estimator for c in classifier.calibrated_classifiers_),
+            ):
                 inner = getattr(fitted, "estimator", fitted)  # FrozenEstimator(model) -> model
                 if isinstance(inner, lgb.LGBMModel):
                     inner.set_params(n_jobs=n)
@@ -98,105 +113,75 @@ class RiskModel:
                 severity.regressor.set_params(n_jobs=n)
 
     def _proba(self, label: str, X: pd.DataFrame, matrix: np.ndarray | None = None) -> np.ndarray:
-        """The calibrated P(event): straight from the LightGBM booster and the fitted calibrators
-        where the classifier allows it (:func:`calibrated_lightgbm`), else scikit-learn's
-        ``predict_proba``. Both give the same numbers; the first skips the per-call conversion
-        of the frame (milliseconds a call, which a service answering one account pays nine
-        times)."""
+        """The calibrated P(event): from the fitted parts where :mod:`liqrisk.models.fastpath`
+        knows the model, else scikit-learn's ``predict_proba``. Both give the same numbers; the
+        first skips milliseconds of per-call checks, which a service answering one account
+        would pay for every classifier."""
         classifier = self.classifiers[label]
         if matrix is not None:
-            fast = calibrated_lightgbm(classifier, X, matrix)
+            fast = calibrated_probability(classifier, X, matrix)
             if fast is not None:
                 return fast
         return classifier.predict_proba(X)[:, 1]
 
-    def _severity(self, horizon: str, X: pd.DataFrame, matrix: np.ndarray | None = None) -> np.ndarray:
+    def _severity(
+        self, horizon: str, X: pd.DataFrame, matrix: np.ndarray | None = None
+    ) -> np.ndarray:
         severity = self.severity[horizon]
-        booster = _booster(severity.regressor, X) if isinstance(severity.regressor, lgb.LGBMRegressor) else None
+        booster = (
+            fitted_booster(severity.regressor, X)
+            if isinstance(severity.regressor, lgb.LGBMRegressor)
+            else None
+        )
         if matrix is None or booster is None:
             return severity.predict(X)
         # LGBMRegressor.predict: the booster's output (identity link for objective="regression")
-        return np.exp(booster.predict(matrix, num_threads=_threads(severity.regressor))) * severity.smearing
+        return (
+            np.exp(booster.predict(matrix, num_threads=threads(severity.regressor)))
+            * severity.smearing
+        )
 
 
-def lightgbm_matrix(X: pd.DataFrame) -> np.ndarray:
-    """``X`` as LightGBM's pandas path hands it to the booster: float64, each category column as
-    its codes with NaN for a missing value (``lightgbm.basic._data_from_pandas``)."""
-    columns = {}
-    for name, column in X.items():
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            codes = column.cat.codes.to_numpy(dtype=np.float64)
-            codes[codes == -1] = np.nan
-            columns[name] = codes
-        else:
-            columns[name] = column.to_numpy(dtype=np.float64)
-    return np.column_stack(list(columns.values())) if columns else np.zeros((len(X), 0))
-
-
-def calibrated_lightgbm(classifier: CalibratedClassifierCV, X: pd.DataFrame, matrix: np.ndarray) -> np.ndarray | None:
-    """``classifier.predict_proba(X)[:, 1]`` computed from the booster's raw score on ``matrix``
-    (:func:`lightgbm_matrix` of ``X``) and the fitted binary sigmoid or isotonic calibrators,
-    as scikit-learn's ``_CalibratedClassifier.predict_proba`` and ``CalibratedClassifierCV``
-    combine them. None where the classifier is anything else (then use ``predict_proba``)."""
-    total = np.zeros(len(matrix))
-    for calibrated in classifier.calibrated_classifiers_:
-        model = getattr(calibrated.estimator, "estimator", calibrated.estimator)  # FrozenEstimator
-        if (
-            calibrated.method not in ("sigmoid", "isotonic")
-            or len(calibrated.classes) != 2
-            or len(calibrated.calibrators) != 1
-            or not isinstance(model, lgb.LGBMClassifier)
-            or list(model.classes_) != list(calibrated.classes)
-        ):
-            return None
-        booster = _booster(model, X)
-        if booster is None:
-            return None
-        raw = booster.predict(matrix, raw_score=True, num_threads=_threads(model))
-        p = np.asarray(calibrated.calibrators[0].predict(raw), dtype=np.float64)
-        p[(1.0 < p) & (p <= 1.0 + 1e-5)] = 1.0  # as scikit-learn clips a probability a hair above 1
-        total += p
-    return total / len(classifier.calibrated_classifiers_)
-
-
-def _booster(model: lgb.LGBMModel, X: pd.DataFrame) -> lgb.Booster | None:
-    """The fitted booster, if it reads ``X``'s columns in order with the same categories."""
-    booster = model.booster_
-    if booster.feature_name() != [str(c) for c in X.columns]:
-        return None
-    categories = [list(d.categories) for d in X.dtypes if isinstance(d, pd.CategoricalDtype)]
-    if (booster.pandas_categorical or []) != categories:
-        return None
-    return booster
-
-
-def _threads(model: lgb.LGBMModel) -> int:
-    n = model.n_jobs
-    return n if isinstance(n, int) and n > 0 else 0  # 0: OpenMP's default
-
-
-def contributions(model: object, X: pd.DataFrame) -> pd.DataFrame | None:
-    """Exact per-feature contributions to the log-odds of ``model`` on :func:`model_frame` rows.
+def contributions(
+    model: object, X: pd.DataFrame, matrix: np.ndarray | None = None
+) -> pd.DataFrame | None:
+    """Exact per-feature contributions to the log-odds of ``model`` on :func:`model_frame` rows
+    (``matrix``: their :func:`lightgbm_matrix`, when the caller has it).
 
     LightGBM: TreeSHAP (``pred_contrib``). The logistic pipeline: ``coef × transformed value``,
     summed back onto the input feature (its scaled value, its missing indicator, the one-hot
     columns of ``asset_class``), with the intercept as :data:`BIAS`. Other models: None.
     """
+    matrix = lightgbm_matrix(X) if matrix is None else matrix
     if isinstance(model, lgb.LGBMClassifier):
-        booster = _booster(model, X)  # the booster on the matrix the frame becomes: the same numbers, faster
+        booster = fitted_booster(
+            model, X
+        )  # the booster on the matrix the frame becomes: the same numbers, faster
         values = (
             model.predict(X, pred_contrib=True)
             if booster is None
-            else booster.predict(lightgbm_matrix(X), pred_contrib=True, num_threads=_threads(model))
+            else booster.predict(matrix, pred_contrib=True, num_threads=threads(model))
         )
         return pd.DataFrame(values, columns=[*X.columns, BIAS], index=X.index)
     if isinstance(model, Pipeline) and isinstance(model[-1], LogisticRegression):
         prep, logit = model[:-1], model[-1]
-        terms = np.asarray(prep.transform(X), dtype=float) * logit.coef_[0]
-        owner = [_input_feature(name, X.columns) for name in prep.get_feature_names_out()]
-        out = pd.DataFrame(terms, columns=owner, index=X.index).T.groupby(level=0, sort=False).sum().T
-        return out.reindex(columns=list(X.columns), fill_value=0.0).assign(**{BIAS: float(logit.intercept_[0])})
+        design = logistic_design(model, X, matrix)
+        design = np.asarray(prep.transform(X), dtype=float) if design is None else design
+        owners = _owners(tuple(prep.get_feature_names_out()), tuple(X.columns))
+        pushes = np.zeros((len(X.columns) + 1, len(X)))
+        np.add.at(pushes, owners, (design * logit.coef_[0]).T)
+        pushes[-1] = float(logit.intercept_[0])
+        return pd.DataFrame(pushes.T, columns=[*X.columns, BIAS], index=X.index)
     return None
+
+
+@functools.cache
+def _owners(transformed: tuple[str, ...], inputs: tuple[str, ...]) -> np.ndarray:
+    """Position in ``inputs`` of the input feature behind each transformed column."""
+    columns = pd.Index(inputs)
+    return np.array(
+        [columns.get_loc(_input_feature(name, columns)) for name in transformed], dtype=np.intp
+    )
 
 
 def _input_feature(transformed: str, inputs: pd.Index) -> str:
@@ -213,7 +198,9 @@ class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
     def __init__(self, model: RiskModel) -> None:
         self.model = model
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         return self.model.predict(pd.DataFrame(model_input))
 
 
@@ -222,7 +209,10 @@ def requirements() -> list[str]:
     them saves MLflow's slow inference, and ``liqrisk`` itself must be installed to load it)."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("liqrisk", "lightgbm", "scikit-learn", "pandas", "numpy", "mlflow")]
+    return [
+        f"{p}=={version(p)}"
+        for p in ("liqrisk", "lightgbm", "scikit-learn", "pandas", "numpy", "mlflow")
+    ]
 
 
 def input_example(table: pd.DataFrame, n: int = 2) -> pd.DataFrame:

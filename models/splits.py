@@ -64,7 +64,7 @@ class Split:
             p = self.period(name)
             out[f"{name}_start"] = p.start.isoformat()
             out[f"{name}_end"] = p.end.isoformat()
-            out[f"{name}_rows"] = int(len(self.rows(name)))
+            out[f"{name}_rows"] = len(self.rows(name))
         return out
 
 

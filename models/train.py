@@ -42,7 +42,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from liqrisk.features.market_features import MARKET_FEATURES
 from liqrisk.features.position import POSITION_FEATURES
-from liqrisk.models.baselines import structural_baseline
+from liqrisk.models.baselines import structural_probabilities
 from liqrisk.models.splits import Split
 
 ASSET_CLASSES: tuple[str, ...] = ("commodity", "crypto", "equity", "fx", "index")
@@ -96,15 +96,16 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise KeyError(f"model_frame: table lacks feature column(s) {missing}")
     values = table[list(NUMERIC)].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    given = dict(zip(NUMERIC, values.T, strict=True))
+    derived = {}
+    for h, horizon in STRUCTURAL_HORIZONS.items():  # from the values as given (inf included)
+        derived[f"fp_liq_{h}"], derived[f"fp_bankrupt_{h}"] = structural_probabilities(given, horizon=horizon)
     values[np.isinf(values)] = np.nan
-    columns: dict[str, object] = dict(zip(NUMERIC, values.T, strict=True))
-    for h, horizon in STRUCTURAL_HORIZONS.items():
-        touch = structural_baseline(table, horizon=horizon)
-        columns[f"fp_liq_{h}"] = touch["p_liq"].to_numpy(dtype=float)
-        columns[f"fp_bankrupt_{h}"] = touch["p_bankrupt"].to_numpy(dtype=float)
-    raw = table[CATEGORICAL].astype("object")
-    columns[CATEGORICAL] = raw.where(raw.isin(ASSET_CLASSES)).astype(ASSET_CLASS_DTYPE).array
-    return pd.DataFrame(columns, index=table.index)
+    raw = np.asarray(table[CATEGORICAL].to_numpy(), dtype=object)
+    asset_class = pd.Categorical(raw, dtype=ASSET_CLASS_DTYPE)  # a class not in the list: NaN
+    return pd.DataFrame(
+        {**dict(zip(NUMERIC, values.T, strict=True)), **derived, CATEGORICAL: asset_class}, index=table.index
+    )
 
 
 def monotone_vector(columns: list[str] | tuple[str, ...] = FEATURES) -> list[int]:

@@ -10,12 +10,11 @@ from liqrisk.models.bundle import (
     BIAS,
     RiskModel,
     RiskModelPyfunc,
-    calibrated_lightgbm,
     contributions,
     input_example,
-    lightgbm_matrix,
     requirements,
 )
+from liqrisk.models.fastpath import calibrated_probability, lightgbm_matrix, logistic_design
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import walk_forward_splits
 from liqrisk.models.tracking import configure_tracking
@@ -114,16 +113,28 @@ def test_pyfunc_round_trip_through_the_registry(table, fitted, mlflow_work_dir) 
         loaded.predict(rows.drop(columns="leverage"))
 
 
+@pytest.mark.parametrize("kind", ["lightgbm", "logistic"])
 @pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
-def test_probabilities_straight_from_the_booster_are_scikit_learns(table, fitted, method) -> None:
-    raw = uncalibrated(fitted["liquidated_24h"]["lightgbm"])
+def test_probabilities_from_the_fitted_parts_are_scikit_learns(table, fitted, kind, method) -> None:
+    raw = uncalibrated(fitted["liquidated_24h"][kind])
     X = model_frame(table)
     y = table["liquidated_24h"].to_numpy(bool)
     classifier = calibrate(raw, X.iloc[:2000], y[:2000], method=method)
     X = X.assign(asset_class=X["asset_class"].mask(X.index % 7 == 0))  # missing classes too
-    fast = calibrated_lightgbm(classifier, X, lightgbm_matrix(X))
-    np.testing.assert_array_equal(fast, classifier.predict_proba(X)[:, 1])
-    assert calibrated_lightgbm(fitted["liquidated_24h"]["logistic"], X, lightgbm_matrix(X)) is None
+    X = X.assign(leverage=X["leverage"].mask(X.index % 5 == 0))  # and missing numbers
+    matrix = lightgbm_matrix(X)
+    np.testing.assert_allclose(
+        calibrated_probability(classifier, X, matrix), classifier.predict_proba(X)[:, 1], rtol=1e-13, atol=1e-15
+    )
+    if kind == "logistic":
+        np.testing.assert_allclose(logistic_design(raw, X, matrix), raw[:-1].transform(X), rtol=0, atol=1e-15)
+
+
+def test_a_model_the_fast_path_does_not_know_is_left_to_scikit_learn(table) -> None:
+    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
+    hist_gb = train_split(table, split, label="liquidated_24h", seed=0, n_estimators=20, models=("hist_gb",))
+    X = model_frame(table)
+    assert calibrated_probability(hist_gb["hist_gb"], X, lightgbm_matrix(X)) is None
 
 
 def test_threads_do_not_change_the_predictions(table, fitted) -> None:
