@@ -182,6 +182,12 @@ def join_snapshot(
 ) -> pd.DataFrame:
     """Per-account ``rows`` joined with their anchor's market features, ``symbol`` and
     ``asset_class`` (all on the ``account`` index)."""
-    joined = rows.join(market_part).join(keys[["symbol"]])
-    asset_class = {s: i.asset_class for s, i in instruments.items()}
-    return joined.assign(asset_class=joined["symbol"].astype(str).map(asset_class))
+    if not (rows.index.equals(market_part.index) and rows.index.equals(keys.index)):
+        market_part, keys = market_part.reindex(rows.index), keys.reindex(rows.index)
+    symbol = keys["symbol"].astype(str).to_numpy(dtype=object)
+    classes = {s: i.asset_class for s, i in instruments.items()}
+    asset_class = np.array([classes.get(s, np.nan) for s in symbol], dtype=object)
+    extra = {c: market_part[c].to_numpy() for c in market_part.columns}
+    return pd.concat(
+        [rows, pd.DataFrame({**extra, "symbol": symbol, "asset_class": asset_class}, index=rows.index)], axis=1
+    )

@@ -126,9 +126,11 @@ def leverage_rule(
         ``score`` (float; NaN where leverage is NaN or the asset class has no cap) and
         ``warn`` (bool; ``score > 1``, False where the score is NaN).
     """
-    cap = table["asset_class"].astype("object").map(dict(caps)).astype("float64")
-    score = table["leverage"].astype("float64") / cap
-    return pd.DataFrame({"score": score, "warn": (score > 1.0).astype(bool)}, index=table.index)
+    cap = np.array(
+        [caps.get(c, np.nan) for c in table["asset_class"].to_numpy(dtype=object)], dtype=np.float64
+    )
+    score = table["leverage"].to_numpy(dtype=np.float64, na_value=np.nan) / cap
+    return pd.DataFrame({"score": score, "warn": score > 1.0}, index=table.index)
 
 
 def log_barrier(distance: ArrayLike, *, short: ArrayLike = False) -> NDArray[np.float64]:

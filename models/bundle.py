@@ -68,12 +68,19 @@ class RiskModel:
             for name in ("p_liquidated", "p_negative", "expected_shortfall")
         )
 
-    def predict(self, table: pd.DataFrame, *, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    def predict(
+        self,
+        table: pd.DataFrame,
+        *,
+        frame: pd.DataFrame | None = None,
+        matrix: np.ndarray | None = None,
+    ) -> pd.DataFrame:
         """Per row of ``table`` (the dataset's feature columns): ``p_liquidated_{h}``,
         ``p_negative_{h}`` and ``expected_shortfall_{h}`` for every horizon, coherent as the
-        module docstring says. ``frame`` is ``model_frame(table)`` when the caller has it."""
+        module docstring says. ``frame`` is ``model_frame(table)`` and ``matrix`` its
+        ``lightgbm_matrix``, when the caller has them."""
         X = model_frame(table) if frame is None else frame
-        matrix = lightgbm_matrix(X)
+        matrix = lightgbm_matrix(X) if matrix is None else matrix
         notional = exposure(table)
         p_liq = np.column_stack([self._proba(f"liquidated_{h}", X, matrix) for h in self.horizons])
         p_neg = np.column_stack([self._proba(f"negative_{h}", X, matrix) for h in self.horizons])

@@ -18,6 +18,8 @@ and callers then use scikit-learn's own ``predict_proba``. The tests hold each p
 scikit-learn's output.
 """
 
+import weakref
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -32,15 +34,17 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 def lightgbm_matrix(X: pd.DataFrame) -> np.ndarray:
     """``X`` as LightGBM's pandas path hands it to the booster: float64, each category column as
     its codes with NaN for a missing value (``lightgbm.basic._data_from_pandas``)."""
-    columns = []
-    for column in (X[c] for c in X.columns):
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            codes = column.cat.codes.to_numpy(dtype=np.float64)
-            codes[codes == -1] = np.nan
-            columns.append(codes)
-        else:
-            columns.append(column.to_numpy(dtype=np.float64))
-    return np.column_stack(columns) if columns else np.zeros((len(X), 0))
+    categorical = [i for i, dtype in enumerate(X.dtypes) if isinstance(dtype, pd.CategoricalDtype)]
+    if not categorical:
+        return X.to_numpy(dtype=np.float64, na_value=np.nan)
+    numeric = [i for i in range(X.shape[1]) if i not in categorical]
+    out = np.empty(X.shape, dtype=np.float64)
+    out[:, numeric] = X.iloc[:, numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+    for i in categorical:
+        codes = X.iloc[:, i].cat.codes.to_numpy(dtype=np.float64)
+        codes[codes == -1] = np.nan
+        out[:, i] = codes
+    return out
 
 
 def calibrated_probability(
@@ -150,10 +154,18 @@ def _logistic_parts(
     return numeric, imputer, scaler, columns.index(cat_cols[0]), encoder
 
 
+_FEATURE_NAMES: "weakref.WeakKeyDictionary[lgb.Booster, list[str]]" = (
+    weakref.WeakKeyDictionary()
+)  # a C call each
+
+
 def fitted_booster(model: lgb.LGBMModel, X: pd.DataFrame) -> lgb.Booster | None:
     """The fitted booster, if it reads ``X``'s columns in order with the same categories."""
     booster = model.booster_
-    if booster.feature_name() != [str(c) for c in X.columns]:
+    names = _FEATURE_NAMES.get(booster)
+    if names is None:
+        names = _FEATURE_NAMES.setdefault(booster, booster.feature_name())
+    if names != [str(c) for c in X.columns]:
         return None
     categories = [list(d.categories) for d in X.dtypes if isinstance(d, pd.CategoricalDtype)]
     if (booster.pandas_categorical or []) != categories:

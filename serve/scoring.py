@@ -60,6 +60,7 @@ from liqrisk.features.replay import state_at_as_of
 from liqrisk.features.snapshot import snapshot_features
 from liqrisk.models.baselines import leverage_rule, margin_ratio_warning
 from liqrisk.models.bundle import RiskModel, contributions
+from liqrisk.models.fastpath import lightgbm_matrix
 from liqrisk.models.reasons import top_reasons
 from liqrisk.models.train import model_frame, uncalibrated
 from liqrisk.serve.market import MarketState, MarketView
@@ -102,7 +103,9 @@ class Scorer:
         threads: int | None = 1,
     ) -> None:
         if reason_label not in model.classifiers:
-            raise ValueError(f"reason_label {reason_label!r} is not a label of the model: {sorted(model.classifiers)}")
+            raise ValueError(
+                f"reason_label {reason_label!r} is not a label of the model: {sorted(model.classifiers)}"
+            )
         self.model = model
         self.name = name
         self.version = str(version)
@@ -140,20 +143,27 @@ class Scorer:
         errors = _errors(table, raws, view)
         ids = table["account_id"]
         positions = snaps.positions[snaps.positions["account"].map(errors).eq("").to_numpy()]
-        positions = positions.assign(account_id=positions["account"].map(ids)).reset_index(drop=True)
+        positions = positions.assign(account_id=positions["account"].map(ids)).reset_index(
+            drop=True
+        )
         current = self._assess(view, positions, explain=True)
         changed = None
         if change is not None and not current.table.empty:
             alive = current.table.index[current.table["status"] != "error"]
             mine = positions["account"].isin(alive).to_numpy()
-            changed = self._assess(view, _changed(positions[mine], current.price[mine], **change), explain=False)
+            changed = self._assess(
+                view, _changed(positions[mine], current.price[mine], **change), explain=False
+            )
         times = {t: _iso(t) for t in table["as_of"].dropna().unique()}
         heads = [
             {"account_id": _account_id(raw, text), "as_of": times.get(t)}
-            for raw, text, t in zip(raws, table["account_id"].tolist(), table["as_of"].tolist(), strict=True)
+            for raw, text, t in zip(
+                raws, table["account_id"].tolist(), table["as_of"].tolist(), strict=True
+            )
         ]
         return [
-            self._result(head, errors.iat[code], code, current, changed, change) for code, head in enumerate(heads)
+            self._result(head, errors.iat[code], code, current, changed, change)
+            for code, head in enumerate(heads)
         ]
 
     # --- the batch --------------------------------------------------------------------------
@@ -174,7 +184,8 @@ class Scorer:
         priced = table[table["status"] != "error"]
         baseline = _baselines(priced, positions, state[0]) if len(priced) else {}
         X = model_frame(ok) if len(ok) else None
-        horizons, risk = self._horizons(ok, X)
+        matrix = lightgbm_matrix(X) if X is not None else None
+        horizons, risk = self._horizons(ok, X, matrix)
         views = {
             code: {
                 "status": status,
@@ -183,30 +194,43 @@ class Scorer:
                 "baseline": baseline.get(code),
             }
             for code, status, reason in zip(
-                table.index.tolist(), table["status"].tolist(), table["reason"].tolist(), strict=True
+                table.index.tolist(),
+                table["status"].tolist(),
+                table["reason"].tolist(),
+                strict=True,
             )
         }
-        reasons = self._explain(ok, X, risk) if explain and self.reasons > 0 and len(ok) else {}
+        reasons = (
+            self._explain(ok, X, matrix, risk) if explain and self.reasons > 0 and len(ok) else {}
+        )
         return _Assessment(table, views, reasons, state[0]["price"])
 
-    def _horizons(self, ok: pd.DataFrame, X: pd.DataFrame | None) -> tuple[dict[int, dict[str, Any]], np.ndarray]:
+    def _horizons(
+        self, ok: pd.DataFrame, X: pd.DataFrame | None, matrix: np.ndarray | None
+    ) -> tuple[dict[int, dict[str, Any]], np.ndarray]:
         """Per ok account, ``{horizon: {p_liquidated, p_negative, expected_shortfall}}``; and
         the calibrated probability of the reason label's event, per row (``X``: the model frame)."""
         if ok.empty:
             return {}, np.zeros(0)
-        scores = self.model.predict(ok, frame=X)
+        scores = self.model.predict(ok, frame=X, matrix=matrix)
         names = ("p_liquidated", "p_negative", "expected_shortfall")
         per_horizon = {
-            h: [dict(zip(names, row, strict=True)) for row in zip(*(_numbers(scores[f"{n}_{h}"]) for n in names))]
+            h: [
+                dict(zip(names, row, strict=True))
+                for row in zip(*(_numbers(scores[f"{n}_{h}"]) for n in names))
+            ]
             for h in self.model.horizons
         }
         views = {
-            code: {h: rows[i] for h, rows in per_horizon.items()} for i, code in enumerate(ok.index.tolist())
+            code: {h: rows[i] for h, rows in per_horizon.items()}
+            for i, code in enumerate(ok.index.tolist())
         }
         event, horizon = self.reason_label.rsplit("_", 1)
         return views, scores[f"p_{event}_{horizon}"].to_numpy(dtype=float)
 
-    def _explain(self, ok: pd.DataFrame, X: pd.DataFrame, risk: np.ndarray) -> dict[int, list[dict[str, Any]]]:
+    def _explain(
+        self, ok: pd.DataFrame, X: pd.DataFrame, matrix: np.ndarray, risk: np.ndarray
+    ) -> dict[int, list[dict[str, Any]]]:
         """Reasons for the riskiest ok rows: at most ``max_explained``, P(reason label) at least
         ``explain_min`` (TreeSHAP is ~50 times a prediction: explaining every row of a large
         batch would cost more than scoring it)."""
@@ -214,11 +238,16 @@ class Scorer:
         chosen = eligible[np.argsort(-risk[eligible], kind="stable")[: self.max_explained]]
         if chosen.size == 0:
             return {}
-        rows = X.iloc[np.sort(chosen)]
-        pushes = contributions(uncalibrated(self.model.classifiers[self.reason_label]), rows)
+        chosen = np.sort(chosen)
+        rows = X.iloc[chosen]
+        pushes = contributions(
+            uncalibrated(self.model.classifiers[self.reason_label]), rows, matrix[chosen]
+        )
         if pushes is None:
             return {}
-        return dict(zip(rows.index.tolist(), top_reasons(pushes, rows, k=self.reasons), strict=True))
+        return dict(
+            zip(rows.index.tolist(), top_reasons(pushes, rows, k=self.reasons), strict=True)
+        )
 
     # --- one account ------------------------------------------------------------------------
 
@@ -266,7 +295,11 @@ def _what_if(raw: Mapping[str, Any] | None) -> dict[str, float] | None:
     for key, low, high in (("add_collateral", 0.0, np.inf), ("cut", 0.0, 1.0)):
         value = raw.get(key)
         value = 0.0 if value is None else value
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value < high):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (low <= value < high)
+        ):
             bound = ">= 0" if key == "add_collateral" else "in [0, 1)"
             raise InputError(f"what_if.{key} must be a number {bound}, got {value!r}")
         out[key] = float(value)
@@ -312,8 +345,10 @@ def _with_symbol(message: str, raw: Any) -> str:
 
 
 def _account_id(raw: Any, text: str) -> str | None:
-    if isinstance(raw, Mapping) and isinstance(raw.get("account_id"), str | int) and not isinstance(
-        raw.get("account_id"), bool
+    if (
+        isinstance(raw, Mapping)
+        and isinstance(raw.get("account_id"), str | int)
+        and not isinstance(raw.get("account_id"), bool)
     ):
         return str(raw["account_id"])
     return text or None
@@ -322,7 +357,9 @@ def _account_id(raw: Any, text: str) -> str | None:
 # --- what-if --------------------------------------------------------------------------------
 
 
-def _changed(positions: pd.DataFrame, price: pd.Series, *, add_collateral: float, cut: float) -> pd.DataFrame:
+def _changed(
+    positions: pd.DataFrame, price: pd.Series, *, add_collateral: float, cut: float
+) -> pd.DataFrame:
     """The positions after cutting every quantity by ``cut`` (P&L of the closed part realised
     into collateral at ``price``) and adding ``add_collateral`` (module docstring)."""
     out = positions.copy()
@@ -346,16 +383,22 @@ def _changed(positions: pd.DataFrame, price: pd.Series, *, add_collateral: float
 # --- the rule baseline ------------------------------------------------------------------------
 
 
-def _baselines(table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame) -> dict[int, dict[str, Any]]:
+def _baselines(
+    table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame
+) -> dict[int, dict[str, Any]]:
     """The rule view of each account of ``table`` (index account) from its positions at the last close."""
     keep = positions["account"].isin(table.index).to_numpy()
     p, s = positions[keep], state[keep]
     account = p["account"].to_numpy()
     isolated = (p["margin_mode"] == "isolated").to_numpy()
     symbol = p["symbol"].astype(str).to_numpy()
-    side, qty, entry, collateral = (p[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price", "collateral"))
+    side, qty, entry, collateral = (
+        p[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price", "collateral")
+    )
     price, mmr, amount = (s[c].to_numpy(dtype=float) for c in ("price", "mmr", "amount"))
-    starts = np.flatnonzero(np.r_[True, account[1:] != account[:-1]])  # the rows of an account are together
+    starts = np.flatnonzero(
+        np.r_[True, account[1:] != account[:-1]]
+    )  # the rows of an account are together
     stops = np.r_[starts[1:], len(account)]
     units = replay_units(account, isolated)
     first_of_unit = np.r_[True, units[1:] != units[:-1]]
@@ -363,7 +406,9 @@ def _baselines(table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame
     def per_account(values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, starts) if len(values) else values
 
-    held = per_account(np.where(first_of_unit, collateral, 0.0))  # the account's, or the sum of the positions'
+    held = per_account(
+        np.where(first_of_unit, collateral, 0.0)
+    )  # the account's, or the sum of the positions'
     equity = held + per_account(side * qty * (price - entry))
     maintenance = per_account(maintenance_margin(qty, price, mmr, amount))
     signed_qty = per_account(side * qty)
@@ -372,11 +417,21 @@ def _baselines(table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame
     single = (stops - starts == 1) | (one_symbol & ~isolated[starts])
     with np.errstate(divide="ignore", invalid="ignore"):
         # cross: E = MM and E = 0 solved for the one price (``liquidation_price`` summed over positions)
-        cross_liq = (per_account(side * qty * entry) - held - per_account(amount)) / per_account(qty * (side - mmr))
-        cross_bankrupt = np.where(signed_qty != 0, (per_account(side * qty * entry) - held) / signed_qty, np.nan)
+        cross_liq = (per_account(side * qty * entry) - held - per_account(amount)) / per_account(
+            qty * (side - mmr)
+        )
+        cross_bankrupt = np.where(
+            signed_qty != 0, (per_account(side * qty * entry) - held) / signed_qty, np.nan
+        )
     n = stops - starts
-    pos_liq = np.where(isolated, liquidation_price(side, qty, entry, collateral, mmr, amount), np.repeat(cross_liq, n))
-    pos_bankrupt = np.where(isolated, bankruptcy_price(side, qty, entry, collateral), np.repeat(cross_bankrupt, n))
+    pos_liq = np.where(
+        isolated,
+        liquidation_price(side, qty, entry, collateral, mmr, amount),
+        np.repeat(cross_liq, n),
+    )
+    pos_bankrupt = np.where(
+        isolated, bankruptcy_price(side, qty, entry, collateral), np.repeat(cross_bankrupt, n)
+    )
     pos_liq = np.where(np.repeat(single, n) | isolated, pos_liq, np.nan)
     pos_bankrupt = np.where(np.repeat(single, n) | isolated, pos_bankrupt, np.nan)
 
@@ -404,8 +459,12 @@ def _baselines(table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame
         "liquidation_price": _numbers(pos_liq),
         "bankruptcy_price": _numbers(pos_bankrupt),
     }
-    per_position = [dict(zip(listed, row, strict=True)) for row in zip(*listed.values(), strict=True)]
-    per_account = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
+    per_position = [
+        dict(zip(listed, row, strict=True)) for row in zip(*listed.values(), strict=True)
+    ]
+    per_account = [
+        dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)
+    ]
     for row, lo, hi in zip(per_account, starts.tolist(), stops.tolist(), strict=True):
         row["positions"] = per_position[lo:hi]
     return dict(zip(codes, per_account, strict=True))
@@ -425,9 +484,10 @@ def _number(value: Any) -> float | None:
 def _numbers(values: Any) -> list[float | None]:
     """:func:`_number` of each value of an array or Series."""
     array = np.asarray(values, dtype=np.float64)
-    return [v if ok else None for v, ok in zip(array.tolist(), np.isfinite(array).tolist(), strict=True)]
+    return [
+        v if ok else None for v, ok in zip(array.tolist(), np.isfinite(array).tolist(), strict=True)
+    ]
 
 
 def _iso(ts: pd.Timestamp) -> str:
     return pd.Timestamp(ts).tz_convert("UTC").isoformat().replace("+00:00", "Z")
-
