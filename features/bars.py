@@ -6,7 +6,8 @@ same messages naming the source, row, symbol, ts, field and value.
 
 Checks (each has a name, the ``problem`` of a reject)
 -----------------------------------------------------
-``missing ts``, ``unparseable ts``, ``missing symbol``, ``missing price``,
+``missing ts``, ``unparseable ts``, ``ts out of range`` (outside the years
+:data:`FIRST_YEAR` to :data:`LAST_YEAR`, UTC), ``missing symbol``, ``missing price``,
 ``unparseable price`` (text that is not a number), ``non-finite price``,
 ``duplicate (symbol, ts)`` (every copy is flagged: which one is right is unknown),
 ``high < low``, ``high < max(open, close)``, ``low > min(open, close)``,
@@ -33,11 +34,17 @@ from liqrisk.features.schema import BARS_COLUMNS, Bars
 PRICES: tuple[str, ...] = ("open", "high", "low", "close")
 REQUIRED: tuple[str, ...] = ("symbol", "ts", *PRICES)
 REJECT_COLUMNS: tuple[str, ...] = ("row", "symbol", "ts", "field", "problem")
+# Bar times (UTC) the project computes with. Well inside pandas' nanosecond range (1677-2262),
+# which lookbacks, horizons and nanosecond tools need, and inside what Python's datetime and
+# strftime can print (years 1-9999): a ts of year 1, 9999 or 1e12 seconds is a data error,
+# not a bar. The service's own times (a score's ``as_of``) keep to the same years.
+FIRST_YEAR, LAST_YEAR = 1900, 2199
 
 # Every check, in the order a row's problems are reported.
 PROBLEMS: tuple[str, ...] = (
     "missing ts",
     "unparseable ts",
+    "ts out of range",
     "missing symbol",
     "missing price",
     "unparseable price",
@@ -51,8 +58,9 @@ PROBLEMS: tuple[str, ...] = (
     "non-finite volume",
     "negative volume",
 )
-# What the liquidation contract ("Malformed input") makes the bars file invalid for.
-CONTRACT_PROBLEMS: frozenset[str] = frozenset(PROBLEMS[:8])
+# What the liquidation contract ("Malformed input") makes the bars file invalid for: a bad
+# ts or symbol, a missing or non-finite price, a duplicate, high < low.
+CONTRACT_PROBLEMS: frozenset[str] = frozenset(PROBLEMS[: PROBLEMS.index("high < low") + 1])
 # In contract mode these volumes are not errors; they become missing (NaN).
 _VOLUME_TO_NAN: frozenset[str] = frozenset({"unparseable volume", "non-finite volume"})
 
@@ -133,9 +141,11 @@ class ParsedBars:
     raw: pd.DataFrame  # the used columns as read (CSV: text); RangeIndex = data row
     symbol: pd.Series  # str, NaN where missing
     symbol_missing: np.ndarray
-    ts: pd.Series  # datetime64[us, UTC], NaT where missing or unparseable
+    ts: pd.Series  # datetime64[us, UTC], NaT where missing, unparseable or out of range
     ts_missing: np.ndarray
     ts_unparseable: np.ndarray
+    ts_out_of_range: np.ndarray
+    ts_outside: pd.Series  # the out-of-range ts as UTC text, indexed by row
     numbers: dict[str, np.ndarray]  # open/high/low/close (and volume) as float64
     missing: dict[str, np.ndarray]
     unparseable: dict[str, np.ndarray]
@@ -167,6 +177,7 @@ def parse_bars_frame(
     symbol_missing = no_symbol & ~blank
     ts, ts_missing, ts_unparseable, ts_notes = _parse_ts(raw["ts"], source=source)
     notes += ts_notes
+    ts, ts_out_of_range, ts_outside = _within_years(ts)
 
     has_volume = "volume" in raw.columns
     numbers, missing, unparseable = {}, {}, {}
@@ -185,6 +196,8 @@ def parse_bars_frame(
         ts=ts,
         ts_missing=ts_missing & ~blank,
         ts_unparseable=ts_unparseable,
+        ts_out_of_range=ts_out_of_range,
+        ts_outside=ts_outside,
         numbers=numbers,
         missing=missing,
         unparseable=unparseable,
@@ -240,7 +253,8 @@ def _empty_text(text: pd.Series, candidates: np.ndarray, empty_words: frozenset[
 def _parse_ts(
     raw: pd.Series, *, source: str
 ) -> tuple[pd.Series, np.ndarray, np.ndarray, list[str]]:
-    """``ts`` as ``datetime64[us, UTC]`` (NaT where bad), missing and unparseable masks, notes."""
+    """``ts`` as UTC datetimes in their own unit (NaT where bad), missing and unparseable
+    masks, notes."""
     notes: list[str] = []
     if _is_datetime(raw.dtype):
         ts = raw
@@ -255,14 +269,14 @@ def _parse_ts(
             if sub_us:
                 notes.append(f"{sub_us} ts with sub-microsecond parts truncated to microseconds")
         missing = ts.isna().to_numpy()
-        return ts.dt.as_unit("us"), missing, np.zeros(len(ts), bool), notes
+        return ts, missing, np.zeros(len(ts), bool), notes
     if not _is_text(raw.dtype):
         raise InputError(
             f"{source}: column ts has type {raw.dtype}; expected timestamps or ISO 8601 text "
             f"(e.g. 2024-01-01T00:00:00Z)"
         )
     text = raw.astype("str")
-    ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce").dt.as_unit("us")
+    ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     failed = ts.isna().to_numpy()
     missing = _empty_text(text, failed, _EMPTY_TS)
     unparseable = failed & ~missing
@@ -270,6 +284,29 @@ def _parse_ts(
     if naive:
         notes.append(f"{naive} ts without a UTC offset: taken as UTC")
     return ts, missing, unparseable, notes
+
+
+def _within_years(ts: pd.Series) -> tuple[pd.Series, np.ndarray, pd.Series]:
+    """``ts`` (UTC, any unit) as ``datetime64[us, UTC]`` with NaT outside the years
+    :data:`FIRST_YEAR` to :data:`LAST_YEAR`; where that was, and those values as UTC text
+    (indexed by row).
+
+    Compared in ``ts``' own unit, before any conversion: 1e15 seconds has no microsecond form.
+    """
+    naive = ts.dt.tz_localize(None).to_numpy()
+    unit = np.datetime_data(naive.dtype)[0]
+    first = np.datetime64(f"{FIRST_YEAR}-01-01", unit)
+    end = np.datetime64(f"{LAST_YEAR + 1}-01-01", unit)
+    outside = ~np.isnat(naive) & ((naive < first) | (naive >= end))
+    text = pd.Series(_utc_text(naive[outside]), index=np.flatnonzero(outside), dtype=object)
+    return ts.mask(outside).dt.as_unit("us"), outside, text
+
+
+def _utc_text(naive: np.ndarray) -> np.ndarray:
+    """UTC wall times (``datetime64``, any unit) as ``YYYY-MM-DDTHH:MM:SSZ``, ``""`` for NaT,
+    in any year (``strftime`` refuses years outside 1-9999)."""
+    seconds = np.datetime_as_string(naive.astype("datetime64[s]"), unit="s")
+    return np.where(np.isnat(naive), "", np.char.add(seconds, "Z")).astype(object)
 
 
 def _has_utc_offset(text: pd.Series) -> np.ndarray:
@@ -324,6 +361,7 @@ def find_problems(p: ParsedBars, *, negative_ok: Collection[str]) -> pd.DataFram
     found: list[tuple[str, str, np.ndarray]] = [
         ("missing ts", "ts", p.ts_missing),
         ("unparseable ts", "ts", p.ts_unparseable),
+        ("ts out of range", "ts", p.ts_out_of_range),
         ("missing symbol", "symbol", p.symbol_missing),
     ]
     found += [("missing price", col, p.missing[col]) for col in PRICES]
@@ -359,7 +397,7 @@ def find_problems(p: ParsedBars, *, negative_ok: Collection[str]) -> pd.DataFram
 
 
 def _valid_key(p: ParsedBars) -> np.ndarray:
-    return ~(p.ts_missing | p.ts_unparseable | p.symbol_missing | p.blank)
+    return ~(p.ts_missing | p.ts_unparseable | p.ts_out_of_range | p.symbol_missing | p.blank)
 
 
 def _duplicated(p: ParsedBars) -> np.ndarray:
@@ -408,6 +446,8 @@ def _ts_text(p: ParsedBars, row: int) -> str:
         return "<missing>"
     if p.ts_unparseable[row]:
         return repr(str(p.raw["ts"].iloc[row]))
+    if p.ts_out_of_range[row]:
+        return p.ts_outside[row]
     return p.ts.iloc[row].strftime(_TS_FORMAT)
 
 
@@ -421,6 +461,10 @@ def _value_text(p: ParsedBars, problem: str, col: str, row: int) -> str:
         return f"{col} is empty"
     if problem.startswith("unparseable"):
         return f"{col}={str(p.raw[col].iloc[row])!r}"
+    if problem == "ts out of range":
+        as_read = p.raw["ts"].iloc[row]
+        given = p.ts_outside[row] if _is_datetime(p.raw["ts"].dtype) else repr(str(as_read))
+        return f"ts={given} is outside the years {FIRST_YEAR} to {LAST_YEAR} (UTC)"
     if problem == "duplicate (symbol, ts)":
         others = _same_key_rows(p, row)
         shown = ", ".join(p.where(r) for r in others[:5]) + (" ..." if len(others) > 5 else "")
@@ -460,8 +504,8 @@ def rejects_frame(p: ParsedBars, errors: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "row": rows.astype(np.int64),
-            "symbol": _text(p.raw["symbol"].iloc[rows]),
-            "ts": _text(p.raw["ts"].iloc[rows]),
+            "symbol": cell_text(p.raw["symbol"].iloc[rows]),
+            "ts": cell_text(p.raw["ts"].iloc[rows]),
             "field": errors["field"].to_numpy(),
             "problem": errors["problem"].to_numpy(),
         },
@@ -469,10 +513,12 @@ def rejects_frame(p: ParsedBars, errors: pd.DataFrame) -> pd.DataFrame:
     ).astype({"field": "str", "problem": "str"})
 
 
-def _text(values: pd.Series) -> np.ndarray:
+def cell_text(values: pd.Series) -> np.ndarray:
+    """Cells as the rejects show them: text as read (``""`` where missing), timestamps as UTC
+    ``YYYY-MM-DDTHH:MM:SSZ`` in any year."""
     if _is_datetime(values.dtype):
         ts = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
-        return ts.dt.tz_convert("UTC").dt.strftime(_TS_FORMAT).to_numpy(dtype=object, na_value="")
+        return _utc_text(ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy())
     return values.astype("str").to_numpy(dtype=object, na_value="")
 
 

@@ -61,6 +61,7 @@ from liqrisk.features.bars import (
     REQUIRED,
     BadRowsError,
     ParsedBars,
+    cell_text,
     error_message,
     is_sorted,
     kept_notes,
@@ -288,6 +289,7 @@ def _write_rejects(p: ParsedBars, errors: pd.DataFrame, out: Path) -> None:
     joined = errors.groupby("row", sort=True).agg({"field": "; ".join, "problem": "; ".join})
     rows = joined.index.to_numpy(dtype=np.int64)
     frame = p.raw.iloc[rows].reset_index(drop=True)
+    frame["ts"] = cell_text(frame["ts"])  # to_csv cannot print a Timestamp outside years 1-9999
     frame.insert(0, "row", rows)
     if p.is_csv:
         frame.insert(1, "line", rows + 2)

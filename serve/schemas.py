@@ -25,10 +25,10 @@ from pydantic import (
     field_validator,
 )
 
+from liqrisk.features.bars import FIRST_YEAR, LAST_YEAR
 from liqrisk.serve.store import MAX_ACCOUNTS_PER_CALL, MAX_PAGE
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # a JSON number, not "1.5"
-FIRST_YEAR, LAST_YEAR = 1900, 2199
 
 
 def _plausible(value: datetime) -> datetime:
@@ -38,7 +38,7 @@ def _plausible(value: datetime) -> datetime:
     return value
 
 
-# An ISO 8601 time with an offset, in years the market data can hold.
+# An ISO 8601 time with an offset, in the years bars may have (``liqrisk.features.bars``).
 Timestamp = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
@@ -276,12 +276,16 @@ class ScoreResponse(BaseModel):
 
 
 class BarIn(BaseModel):
-    """One OHLCV bar; ``ts`` is the bar's open time (ISO 8601 with offset)."""
+    """One OHLCV bar; ``ts`` is the bar's open time (ISO 8601 with offset).
+
+    Values are checked by the bars rules (``liqrisk.features.bars``, as for bars files), which
+    name the row, symbol and field: a ``ts`` outside the years they allow is a 422 from them.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     symbol: str = Field(min_length=1, max_length=100)
-    ts: Timestamp
+    ts: AwareDatetime
     open: Number
     high: Number
     low: Number

@@ -87,12 +87,24 @@ def _text_set(row: int, **values) -> Breaker:
     return breaker
 
 
+def _seconds_since_epoch(row: int, seconds: int) -> Breaker:
+    """ts in whole seconds (Parquet keeps the unit), ``seconds`` after the epoch at ``row``."""
+
+    def breaker(frame: pd.DataFrame) -> pd.DataFrame:
+        ts = frame["ts"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")
+        ts[row] = np.datetime64(seconds, "s")
+        return frame.assign(ts=pd.Series(ts).dt.tz_localize("UTC"))
+
+    return breaker
+
+
 def _duplicate(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame.loc[4, "ts"] = frame.loc[3, "ts"]  # AAA rows 3 and 4 share a ts
     return frame
 
 
+YEAR_0 = "0001-01-01T00:00+00:01"  # a minute before year 1 in UTC: no bar can be that old
 # (id, breaker, row, symbol, field, problem, formats)
 MALFORMED = [
     ("missing-close", _set(3, close=math.nan), 3, "AAA", "close", "missing price", "both"),
@@ -107,6 +119,8 @@ MALFORMED = [
     ("negative-volume", _set(6, volume=-5.0), 6, "AAA", "volume", "negative volume", "both"),
     ("unparseable-ts", _text_set(7, ts="2024-01-01T07:99:00Z"), 7, "AAA", "ts", "unparseable ts", "both"),
     ("missing-ts", _text_set(7, ts=""), 7, "AAA", "ts", "missing ts", "both"),
+    ("year-0", _text_set(7, ts=YEAR_0), 7, "AAA", "ts", "ts out of range", "both"),
+    ("1e12-s-ts", _seconds_since_epoch(7, 10**12), 7, "AAA", "ts", "ts out of range", "parquet"),
     ("missing-symbol", _text_set(2, symbol=""), 2, "<missing>", "symbol", "missing symbol", "both"),
     ("unparseable-price", _text_set(4, close="1O4.0"), 4, "AAA", "close", "unparseable price", "csv"),
     ("unparseable-volume", _text_set(4, volume="ten"), 4, "AAA", "volume", "unparseable volume", "csv"),

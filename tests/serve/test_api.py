@@ -400,6 +400,25 @@ def test_a_mistyped_bar_is_named_by_row_field_and_symbol(service: Service) -> No
     assert "symbol=ETHUSDT" in body["detail"]
 
 
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "0001-01-01T00:00:00+00:01",
+        "9999-12-31T23:59:59-23:59",
+        "1899-12-31T23:59:59Z",
+        "2200-01-01T00:00:00Z",
+    ],
+)
+def test_a_bar_outside_the_years_is_named_by_row_and_symbol(service: Service, ts: str) -> None:
+    before = latest(service)
+    rows = [bar("ETHUSDT", before, 2_000.0), bar("ETHUSDT", before, 2_000.0) | {"ts": ts}]
+    response = service.client.post("/v1/bars", json={"bars": rows}, headers=key())
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("bars: ts out of range at row 1, symbol=ETHUSDT,"), detail
+    assert latest(service) == before
+
+
 # --- warnings feed ---------------------------------------------------------------------------
 
 
