@@ -1,10 +1,18 @@
 """Helpers for the API tests: a small real RiskModel, its registration in an MLflow store, a
-small market data folder, and waiting for readiness."""
+small market data folder, accounts to score, waiting for readiness, and ``liqrisk serve`` run
+in its own OS process."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any, Self
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -14,11 +22,14 @@ from liqrisk.models.bundle import RiskModel, RiskModelPyfunc, requirements
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import walk_forward_splits
 from liqrisk.models.train import model_frame, train_split
+from liqrisk.serve.settings import ENV_PREFIX
 
 HORIZONS = ("1h", "24h", "7d")
 MODEL_NAME = "liqrisk"
 MARKET = {"symbols": {"BTCUSDT": 40_000.0, "ETHUSDT": 2_000.0}, "start": "2024-01-01", "hours": 24 * 60, "seed": 3}
 MARKET_END = pd.Timestamp(MARKET["start"], tz="UTC") + pd.Timedelta(hours=MARKET["hours"])  # last bar's close
+AS_OF = MARKET_END.isoformat()  # every bar of the test market is complete by then
+BTC = 40_000.0  # the test market's BTCUSDT starts here and wanders a few percent
 
 
 def small_risk_model(table: pd.DataFrame) -> RiskModel:
@@ -124,3 +135,93 @@ def wait_ready(client, timeout: float = 60.0) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"not ready after {timeout} s: {response.json()}")
         time.sleep(0.05)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def account(
+    account_id: str,
+    *,
+    collateral: float = 20_000.0,
+    qty: float = 1.0,
+    entry: float = BTC,
+    symbol: str = "BTCUSDT",
+    side: int = 1,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A cross-margin account with one position (leverage about ``qty * entry / collateral``)."""
+    return {
+        "account_id": account_id,
+        "margin_mode": "cross",
+        "collateral": collateral,
+        "positions": [{"symbol": symbol, "side": side, "qty": qty, "entry_price": entry}],
+        **extra,
+    }
+
+
+def in_liquidation(account_id: str) -> dict[str, Any]:
+    """Long 1 BTC bought at twice the price with little collateral: equity is far below zero."""
+    return account(account_id, collateral=100.0, entry=2 * BTC)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """``liqrisk serve`` in its own OS process on a free loopback port, configured only through
+    ``LIQRISK_SERVE__*`` variables (``settings``, names without the prefix); its output goes to
+    ``log``. Starts at once; :meth:`wait_ready` waits for ``/readyz``. Use it as a context manager:
+    leaving stops it with SIGTERM, as a process manager would."""
+
+    def __init__(self, settings: dict[str, str], *, cwd: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", ENV_PREFIX))}
+        env |= {f"{ENV_PREFIX}{name}": value for name, value in settings.items()}
+        liqrisk = Path(sys.executable).parent / "liqrisk"
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [str(liqrisk), "serve", "--port", str(self.port)],
+                env=env,
+                cwd=cwd,  # no stray .env is read
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll ``/readyz`` until 200; fail with the log's tail if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, trust_env=False) as http:
+            while True:
+                assert self.process.poll() is None, f"liqrisk serve exited:\n{self.tail()}"
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"not ready after {timeout} s:\n{self.tail()}"
+                time.sleep(0.1)
+
+    def stop(self, timeout: float = 30.0) -> str:
+        """SIGTERM, wait for the exit, and return the whole log."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=timeout)
+        return self.log.read_text(errors="replace")
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

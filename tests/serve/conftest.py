@@ -2,14 +2,16 @@
 
 ``db_url`` runs a test once on a SQLite file and once on PostgreSQL. PostgreSQL is the server
 at ``LIQRISK_TEST_POSTGRES_URL`` if set, else a throwaway one started from Debian's package
-binaries (``postgres_server.py``); each test gets its own schema. Where no server can be had the
-PostgreSQL runs skip with the reason, or fail if ``LIQRISK_TEST_POSTGRES_REQUIRED=1``.
+binaries (``postgres_server.py``); each test gets its own schema (``module_postgres_url``: each
+module). Where no server can be had the PostgreSQL runs skip with the reason, or fail if
+``LIQRISK_TEST_POSTGRES_REQUIRED=1``.
 """
 
 import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,13 +43,10 @@ def postgres_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new schema on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'warnings.db'}"
-        return
-    base = request.getfixturevalue("postgres_url")
+@contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """A new, empty schema on the server at ``base``: yields a URL whose connections use it
+    (``search_path``), and drops it afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine_for(base)
     with admin.begin() as conn:
@@ -60,6 +59,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new schema on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warnings.db'}"
+        return
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A new schema on the PostgreSQL server, kept for one test module (for a module's app)."""
+    with postgres_schema(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

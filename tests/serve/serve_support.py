@@ -1,12 +1,14 @@
-"""Helpers shared by the serve tests: a signature-checking HTTP receiver, row counts, threads."""
+"""Helpers shared by the serve tests: a signature-checking HTTP receiver, row counts, threads,
+waiting for a condition."""
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -152,3 +154,12 @@ def run_threads(targets: list[Callable[[], None]], timeout: float = 60) -> None:
     assert not any(t.is_alive() for t in threads), "a thread did not finish"
     if errors:
         raise errors[0]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Call ``condition`` every 50 ms until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return result

@@ -1,5 +1,7 @@
 """The HTTP service end to end: the real app through Starlette's TestClient (on httpx2), a real
-MLflow store holding a small RiskModel, a SQLite warnings store, bars in a temporary folder.
+MLflow store holding a small RiskModel, a SQLite warnings store, bars in a temporary folder. The
+tests of what the store keeps (warnings, the feed, webhooks, deliveries) also run on PostgreSQL
+(``db_service``).
 
 The module's app is shared by its tests, so each test uses its own account ids and reads the
 feed from a cursor taken at its start.
@@ -8,9 +10,8 @@ feed from a cursor taken at its start.
 import json
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,24 @@ from mlflow.tracking import MlflowClient
 from liqrisk.serve import store
 from liqrisk.serve.app import create_app
 from liqrisk.serve.levels import Thresholds
+from liqrisk.serve.schemas import AccountScore, ScoreResponse
 from liqrisk.serve.security import get_settings
 from liqrisk.serve.settings import ApiKey, Scope, ServeSettings, hash_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_support import MARKET_END, MODEL_NAME, register, wait_ready
-from serve_support import Receiver
+from api_support import (
+    AS_OF,
+    BTC,
+    MARKET_END,
+    MODEL_NAME,
+    ServeProcess,
+    account,
+    in_liquidation,
+    new_id,
+    register,
+    wait_ready,
+)
+from serve_support import Receiver, wait_for
 
 KEYS: dict[str, tuple[str, frozenset[Scope]]] = {
     "admin": ("key-admin-0123", frozenset(Scope)),
@@ -39,8 +52,6 @@ KEYS: dict[str, tuple[str, frozenset[Scope]]] = {
     "reader": ("key-reader-0123", frozenset({Scope.WARNINGS_READ})),
     "nobody": ("key-nobody-0123", frozenset()),
 }
-AS_OF = MARKET_END.isoformat()  # every bar of the test market is complete by then
-BTC = 40_000.0  # the test market's BTCUSDT starts here and wanders a few percent
 
 
 def key(who: str = "admin") -> dict[str, str]:
@@ -66,35 +77,6 @@ def settings_for(tracking_uri: str, data_dir: Path, db_dir: Path, **changes: Any
         "outbox_poll_seconds": 0.2,
     }
     return ServeSettings(**(values | changes))
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def account(
-    account_id: str,
-    *,
-    collateral: float = 20_000.0,
-    qty: float = 1.0,
-    entry: float = BTC,
-    symbol: str = "BTCUSDT",
-    side: int = 1,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A cross-margin account with one position (leverage about ``qty * entry / collateral``)."""
-    return {
-        "account_id": account_id,
-        "margin_mode": "cross",
-        "collateral": collateral,
-        "positions": [{"symbol": symbol, "side": side, "qty": qty, "entry_price": entry}],
-        **extra,
-    }
-
-
-def in_liquidation(account_id: str) -> dict[str, Any]:
-    """Long 1 BTC bought at twice the price with little collateral: equity is far below zero."""
-    return account(account_id, collateral=100.0, entry=2 * BTC)
 
 
 @dataclass
@@ -128,27 +110,60 @@ class Service:
         return page["items"]
 
 
-@pytest.fixture(scope="module")
-def service(
-    model_store: str, market_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    settings = settings_for(model_store, market_dir, tmp_path_factory.mktemp("db"))
+@contextmanager
+def running(settings: ServeSettings) -> Iterator[Service]:
+    """The app with ``settings``, its lifespan run and its model and market loaded."""
     app = create_app(settings)
     with TestClient(app) as client:
         wait_ready(client)
         yield Service(app, client, settings)
 
 
-@pytest.fixture
-def override(service: Service) -> Iterator[Callable[..., None]]:
-    """Change settings for one test (routes read them through the ``get_settings`` dependency)."""
+@pytest.fixture(scope="module")
+def service(
+    model_store: str, market_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """The app on a SQLite warnings store."""
+    with running(settings_for(model_store, market_dir, tmp_path_factory.mktemp("db"))) as app:
+        yield app
 
-    def apply(**changes: Any) -> None:
-        changed = service.settings.model_copy(update=changes)
-        service.app.dependency_overrides[get_settings] = lambda: changed
+
+@pytest.fixture(scope="module")
+def postgres_service(
+    model_store: str,
+    market_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    module_postgres_url: str,
+) -> Iterator[Service]:
+    """The app on a PostgreSQL warnings store (a schema of its own)."""
+    settings = settings_for(
+        model_store, market_dir, tmp_path_factory.mktemp("db"), database_url=module_postgres_url
+    )
+    with running(settings) as app:
+        yield app
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_service(request: pytest.FixtureRequest) -> Service:
+    """``service``, then ``postgres_service``: the tests of what the store keeps (warnings, the
+    feed, webhooks, deliveries) run on both databases; the others on SQLite only (cheaper)."""
+    return request.getfixturevalue("service" if request.param == "sqlite" else "postgres_service")
+
+
+@pytest.fixture
+def override() -> Iterator[Callable[..., None]]:
+    """Change a service's settings for one test (routes read them through ``get_settings``):
+    ``override(service, name=value, ...)``."""
+    changed: list[Service] = []
+
+    def apply(target: Service, **changes: Any) -> None:
+        settings = target.settings.model_copy(update=changes)
+        target.app.dependency_overrides[get_settings] = lambda: settings
+        changed.append(target)
 
     yield apply
-    service.app.dependency_overrides.clear()
+    for target in changed:
+        target.app.dependency_overrides.clear()
 
 
 # --- probes ----------------------------------------------------------------------------------
@@ -242,6 +257,20 @@ def test_one_bad_account_gets_its_own_error_and_the_rest_are_scored(service: Ser
     assert all(r["level"] is None and r["warning_id"] is None for r in rows[1:])
 
 
+def test_score_answers_are_in_the_documented_schema(service: Service) -> None:
+    # the route answers the scorer's rows without re-validating them: hold them to the schema here
+    bad = account(new_id("bad"))
+    bad["positions"][0]["entry_price"] = 0
+    isolated = account(new_id("iso"))
+    isolated |= {"margin_mode": "isolated", "positions": [dict(isolated["positions"][0], collateral=300.0)]}
+    body = service.score(
+        [account(new_id("ok")), bad, isolated, in_liquidation(new_id("liq")), 7], what_if={"cut": 0.25}
+    )
+    parsed = ScoreResponse.model_validate(body)
+    assert [r.status for r in parsed.results] == ["ok", "error", "ok", "in_liquidation", "error"]
+    assert set(body["results"][0]) >= set(AccountScore.model_fields)
+
+
 def test_odd_accounts_are_error_rows_not_failures(service: Service) -> None:
     odd = [
         account(new_id("year1"), as_of="0001-01-01T00:00:00+00:01"),
@@ -264,76 +293,79 @@ def test_odd_accounts_are_error_rows_not_failures(service: Service) -> None:
     assert rows[6]["account_id"] == "12345"
 
 
-def test_an_account_in_liquidation_is_reported_critical_and_warned(service: Service) -> None:
-    cursor = service.cursor()
+def test_an_account_in_liquidation_is_reported_critical_and_warned(db_service: Service) -> None:
+    cursor = db_service.cursor()
     account_id = new_id("liq")
-    row = service.score([in_liquidation(account_id)])["results"][0]
+    row = db_service.score([in_liquidation(account_id)])["results"][0]
     assert row["status"] == "in_liquidation" and not row["horizons"]
     assert row["level"] == "critical" and row["warning_id"] is not None
-    feed = service.warnings_after(cursor)
+    feed = db_service.warnings_after(cursor)
     assert [(w["account_id"], w["level"], w["id"]) for w in feed] == [
         (account_id, "critical", row["warning_id"])
     ]
 
 
 def test_a_raised_warning_is_in_the_feed_when_the_score_returns(
-    service: Service, override: Callable[..., None]
+    db_service: Service, override: Callable[..., None]
 ) -> None:
     snapshot = account(new_id("probe"), collateral=3_000.0)
-    p = service.score([snapshot])["results"][0]["horizons"]["24h"]["p_negative"]
+    p = db_service.score([snapshot])["results"][0]["horizons"]["24h"]["p_negative"]
     assert 0.0 < p < 1.0
     # thresholds around this account's score: it reaches "watch" and nothing above
-    override(thresholds=Thresholds(watch=p / 2, warning=p + (1 - p) / 2, critical=p + 3 * (1 - p) / 4))
-    cursor = service.cursor()
+    override(
+        db_service,
+        thresholds=Thresholds(watch=p / 2, warning=p + (1 - p) / 2, critical=p + 3 * (1 - p) / 4),
+    )
+    cursor = db_service.cursor()
     account_id = new_id("watched")
-    row = service.score([{**snapshot, "account_id": account_id}])["results"][0]
+    row = db_service.score([{**snapshot, "account_id": account_id}])["results"][0]
     assert row["level"] == "watch" and row["warning_id"] is not None
-    feed = service.warnings_after(cursor)
+    feed = db_service.warnings_after(cursor)
     assert len(feed) == 1
     assert feed[0]["id"] == row["warning_id"] and feed[0]["account_id"] == account_id
     assert feed[0]["probability"] == pytest.approx(p) and feed[0]["previous_level"] == "none"
-    again = service.score([{**snapshot, "account_id": account_id}])["results"][0]
+    again = db_service.score([{**snapshot, "account_id": account_id}])["results"][0]
     assert again["level"] == "watch" and again["warning_id"] is None  # held, not raised twice
-    assert service.warnings_after(feed[0]["cursor"]) == []
+    assert db_service.warnings_after(feed[0]["cursor"]) == []
 
 
 def test_a_store_failure_fails_the_request_and_nothing_is_acknowledged(
-    service: Service, monkeypatch: pytest.MonkeyPatch
+    db_service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise sa.exc.OperationalError("INSERT INTO warnings", {}, Exception("disk I/O error"))
 
-    cursor = service.cursor()
+    cursor = db_service.cursor()
     monkeypatch.setattr(store, "record_scores", broken)
-    response = service.client.post(
+    response = db_service.client.post(
         "/v1/score", json={"accounts": [in_liquidation(new_id("lost"))]}, headers=key()
     )
     assert response.status_code == 503
     assert "nothing was acknowledged" in response.json()["detail"]
     assert "results" not in response.json()
     monkeypatch.undo()
-    assert service.warnings_after(cursor) == []
+    assert db_service.warnings_after(cursor) == []
 
 
 def test_a_failure_after_the_commit_loses_no_warning(
-    service: Service, monkeypatch: pytest.MonkeyPatch
+    db_service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise sa.exc.OperationalError("SELECT", {}, Exception("connection reset"))
 
-    cursor = service.cursor()
+    cursor = db_service.cursor()
     account_id = new_id("kept")
     monkeypatch.setattr(store, "account_levels", broken)
-    response = service.client.post(
+    response = db_service.client.post(
         "/v1/score", json={"accounts": [in_liquidation(account_id)]}, headers=key()
     )
     assert response.status_code == 503
     monkeypatch.undo()
-    feed = service.warnings_after(cursor)
+    feed = db_service.warnings_after(cursor)
     assert [w["account_id"] for w in feed] == [account_id]  # stored before the failure
-    retry = service.score([in_liquidation(account_id)])["results"][0]
+    retry = db_service.score([in_liquidation(account_id)])["results"][0]
     assert retry["level"] == "critical" and retry["warning_id"] is None  # not raised twice
-    assert service.warnings_after(feed[-1]["cursor"]) == []
+    assert db_service.warnings_after(feed[-1]["cursor"]) == []
 
 
 def test_an_unexpected_error_is_a_500_without_details(
@@ -422,14 +454,14 @@ def test_a_bar_outside_the_years_is_named_by_row_and_symbol(service: Service, ts
 # --- warnings feed ---------------------------------------------------------------------------
 
 
-def test_the_feed_pages_each_warning_exactly_once(service: Service) -> None:
-    cursor = service.cursor()
+def test_the_feed_pages_each_warning_exactly_once(db_service: Service) -> None:
+    cursor = db_service.cursor()
     ids = [new_id("page") for _ in range(5)]
-    service.score([in_liquidation(a) for a in ids])
+    db_service.score([in_liquidation(a) for a in ids])
     seen: list[dict[str, Any]] = []
     after = cursor
     while True:
-        page = service.client.get(
+        page = db_service.client.get(
             "/v1/warnings", params={"after": after, "limit": 2}, headers=key("reader")
         ).json()
         seen += page["items"]
@@ -438,62 +470,56 @@ def test_the_feed_pages_each_warning_exactly_once(service: Service) -> None:
             break
     assert [w["account_id"] for w in seen] == ids
     assert [w["id"] for w in seen] == sorted({w["id"] for w in seen})
-    assert service.warnings_after(after) == []
+    assert db_service.warnings_after(after) == []
 
 
 @pytest.mark.parametrize("after", ["abc", "-1", "99999999999999999999", "9999999999999999999"])
-def test_a_bad_cursor_is_a_422(service: Service, after: str) -> None:
-    response = service.client.get("/v1/warnings", params={"after": after}, headers=key())
+def test_a_bad_cursor_is_a_422(db_service: Service, after: str) -> None:
+    response = db_service.client.get("/v1/warnings", params={"after": after}, headers=key())
     assert response.status_code == 422 and "after" in response.json()["detail"]
 
 
 # --- webhooks --------------------------------------------------------------------------------
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return result
-
-
 def test_webhooks_register_deliver_signed_report_state_and_disable(
-    service: Service, receiver: Receiver
+    db_service: Service, receiver: Receiver
 ) -> None:
     url = receiver.url(f"/ok/{new_id('hook')}")
-    created = service.client.post(
-        "/v1/webhooks", json={"url": url, "secret": receiver.secret, "description": "ops"}, headers=key()
+    created = db_service.client.post(
+        "/v1/webhooks",
+        json={"url": url, "secret": receiver.secret, "description": "ops"},
+        headers=key(),
     )
     assert created.status_code == 201, created.text
     hook = created.json()
     assert hook["secret"] == receiver.secret and hook["active"] and hook["url"] == url
-    listed = service.client.get("/v1/webhooks", headers=key()).json()
+    listed = db_service.client.get("/v1/webhooks", headers=key()).json()
     assert any(h["id"] == hook["id"] for h in listed) and all("secret" not in h for h in listed)
-    assert service.client.get(f"/v1/webhooks/{hook['id']}", headers=key()).json()["url"] == url
+    assert db_service.client.get(f"/v1/webhooks/{hook['id']}", headers=key()).json()["url"] == url
 
-    row = service.score([in_liquidation(new_id("pushed"))])["results"][0]
+    row = db_service.score([in_liquidation(new_id("pushed"))])["results"][0]
     got = wait_for(lambda: receiver.for_path(urlsplit(url).path))
     assert got[0].verified  # the receiver checks the Standard Webhooks signature
     payload = json.loads(got[0].body)
     assert payload["type"] == "liqrisk.warning.raised" and payload["data"]["id"] == row["warning_id"]
 
     def delivered() -> list[dict[str, Any]]:
-        rows = service.client.get(
+        rows = db_service.client.get(
             "/v1/deliveries", params={"warning_id": row["warning_id"]}, headers=key()
         ).json()
         return [d for d in rows if d["webhook_id"] == hook["id"] and d["status"] == "delivered"]
 
     delivery = wait_for(delivered)[0]
     assert delivery["message_id"] == got[0].msg_id and delivery["attempts"] == 1
-    per_hook = service.client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=key()).json()
+    per_hook = db_service.client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=key()).json()
     assert [d["id"] for d in per_hook] == [delivery["id"]]
 
-    disabled = service.client.delete(f"/v1/webhooks/{hook['id']}", headers=key())
+    disabled = db_service.client.delete(f"/v1/webhooks/{hook['id']}", headers=key())
     assert disabled.status_code == 200 and disabled.json()["active"] is False
     for path in ("/v1/webhooks/wh_nope", "/v1/webhooks/wh_nope/deliveries"):
-        assert service.client.get(path, headers=key()).status_code == 404
-    assert service.client.delete("/v1/webhooks/wh_nope", headers=key()).status_code == 404
+        assert db_service.client.get(path, headers=key()).status_code == 404
+    assert db_service.client.delete("/v1/webhooks/wh_nope", headers=key()).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -509,7 +535,7 @@ def test_webhooks_register_deliver_signed_report_state_and_disable(
 def test_webhook_urls_are_checked(
     service: Service, override: Callable[..., None], body: dict[str, Any], words: str
 ) -> None:
-    override(webhook_allow_private=False)
+    override(service, webhook_allow_private=False)
     response = service.client.post("/v1/webhooks", json=body, headers=key())
     assert response.status_code == 422 and words in response.json()["detail"]
 
@@ -604,7 +630,7 @@ def test_invalid_json_and_bad_queries_are_422(service: Service, override: Callab
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "query.limit"
     response = service.client.get("/v1/deliveries", headers=key())
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "query.warning_id"
-    override(max_accounts=2)
+    override(service, max_accounts=2)
     response = service.client.post(
         "/v1/score", json={"accounts": [account(f"m{i}") for i in range(3)]}, headers=key()
     )
@@ -691,43 +717,18 @@ def test_not_ready_until_a_champion_exists_then_each_new_champion_is_served(
 def test_liqrisk_serve_answers_on_loopback_with_settings_from_the_environment(
     model_store: str, market_dir: Path, tmp_path: Path
 ) -> None:
-    import os
-    import socket
-    import subprocess
-
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LIQRISK_SERVE__"))}
-    env |= {
-        "LIQRISK_SERVE__TRACKING_URI": model_store,
-        "LIQRISK_SERVE__DATA_DIR": str(market_dir),
-        "LIQRISK_SERVE__DATABASE_URL": f"sqlite:///{tmp_path / 'warnings.db'}",
-        "LIQRISK_SERVE__API_KEYS": json.dumps(
-            [{"name": "ops", "key_sha256": hash_key("cli-key"), "scopes": ["score", "warnings:read"]}]
-        ),
+    ops = {"name": "ops", "key_sha256": hash_key("cli-key"), "scopes": ["score", "warnings:read"]}
+    settings = {
+        "TRACKING_URI": model_store,
+        "DATA_DIR": str(market_dir),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'warnings.db'}",
+        "API_KEYS": json.dumps([ops]),
     }
-    liqrisk = Path(sys.executable).parent / "liqrisk"
-    process = subprocess.Popen(
-        [str(liqrisk), "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
-
-            def ready() -> bool:
-                try:
-                    return http.get("/readyz").status_code == 200
-                except httpx.TransportError:
-                    assert process.poll() is None, process.stderr.read().decode()[-2000:]
-                    return False
-
-            wait_for(ready, timeout=60)
+    with ServeProcess(settings, cwd=tmp_path, log=tmp_path / "serve.log") as served:
+        served.wait_ready()
+        with httpx.Client(base_url=served.url, trust_env=False) as http:
             assert http.get("/healthz").json() == {"status": "ok"}
             scored = http.post(
                 "/v1/score",
@@ -738,8 +739,5 @@ def test_liqrisk_serve_answers_on_loopback_with_settings_from_the_environment(
             assert scored.json()["results"][0]["level"] == "critical"
             feed = http.get("/v1/warnings", headers={"X-API-Key": "cli-key"}).json()
             assert [w["account_id"] for w in feed["items"]] == ["cli"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    log = process.stderr.read().decode()
+        log = served.stop()
     assert "Application shutdown complete" in log, log[-2000:]  # uvicorn re-raises SIGTERM after it

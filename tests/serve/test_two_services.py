@@ -1,0 +1,151 @@
+"""Two ``liqrisk serve`` processes on one warnings database, as two replicas behind a load
+balancer would run: warnings raised through both at once appear exactly once in the pull feed,
+whichever process it is read from, and each webhook message is delivered exactly once although
+both processes' outbox senders poll the same outbox.
+
+Each process is the real command (uvicorn running the app) on its own loopback port, configured
+only by ``LIQRISK_SERVE__*`` variables, against the same MLflow store and bars; the receiver is
+a real HTTP server checking every Standard Webhooks signature. Runs on PostgreSQL and on one
+SQLite file shared by both processes (``db_url``).
+"""
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from liqrisk.serve.settings import Scope, hash_key
+from liqrisk.serve.store import create_engine_for, deliveries_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_support import AS_OF, ServeProcess, in_liquidation
+from serve_support import Receiver, run_threads, wait_for
+
+KEY = "key-replicas-0123"
+HEADERS = {"X-API-Key": KEY}
+THREADS_PER_PROCESS, CALLS_PER_THREAD, ACCOUNTS_PER_CALL = 2, 6, 3
+HOOK_PATH = "/ok/replicas"
+
+
+def replica_settings(model_store: str, market_dir: Path, db_url: str) -> dict[str, str]:
+    """Both processes' environment: the same stores, senders that poll every 0.1 s."""
+    admin = {"name": "ops", "key_sha256": hash_key(KEY), "scopes": [s.value for s in Scope]}
+    return {
+        "TRACKING_URI": model_store,
+        "DATA_DIR": str(market_dir),
+        "DATABASE_URL": db_url,
+        "API_KEYS": json.dumps([admin]),
+        "RELOAD_SECONDS": "0",
+        "OUTBOX_POLL_SECONDS": "0.1",
+        "WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver listens on 127.0.0.1
+    }
+
+
+def scorer(url: str, name: str, raised: dict[int, str]) -> Callable[[], None]:
+    """A client thread's work: ``CALLS_PER_THREAD`` score calls of accounts in liquidation (each
+    raises a critical warning), recording ``warning_id -> account_id`` in ``raised``."""
+
+    def run() -> None:
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as http:
+            for call in range(CALLS_PER_THREAD):
+                accounts = [in_liquidation(f"{name}-{call}-{i}") for i in range(ACCOUNTS_PER_CALL)]
+                response = http.post(
+                    "/v1/score", json={"accounts": accounts, "as_of": AS_OF}, headers=HEADERS
+                )
+                assert response.status_code == 200, response.text
+                for row in response.json()["results"]:
+                    assert row["level"] == "critical" and row["warning_id"] is not None, row
+                    raised[row["warning_id"]] = row["account_id"]
+
+    return run
+
+
+def read_feed(clients: list[httpx.Client], *, limit: int) -> list[dict[str, Any]]:
+    """The whole feed, page by page, each page from the next client in turn (a cursor from
+    one process is read on by the other)."""
+    items: list[dict[str, Any]] = []
+    after, page_number = "", 0
+    while True:
+        http = clients[page_number % len(clients)]
+        page = http.get("/v1/warnings", params={"after": after, "limit": limit}, headers=HEADERS)
+        assert page.status_code == 200, page.text
+        items += page.json()["items"]
+        after, page_number = page.json()["next_cursor"], page_number + 1
+        if not page.json()["has_more"]:
+            return items
+
+
+def outbox_rows(db_url: str) -> list[dict[str, Any]]:
+    engine = create_engine_for(db_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(deliveries_table)).mappings()]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_service_processes_share_the_feed_and_deliver_each_webhook_once(
+    db_url: str, model_store: str, market_dir: Path, receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = replica_settings(model_store, market_dir, db_url)
+    # started together: both create the schema of the empty database at the same time
+    with (
+        ServeProcess(settings, cwd=tmp_path, log=tmp_path / "a.log") as a,
+        ServeProcess(settings, cwd=tmp_path, log=tmp_path / "b.log") as b,
+    ):
+        a.wait_ready()
+        b.wait_ready()
+        with (
+            httpx.Client(base_url=a.url, trust_env=False, timeout=30) as http_a,
+            httpx.Client(base_url=b.url, trust_env=False, timeout=30) as http_b,
+        ):
+            hook = http_a.post(
+                "/v1/webhooks",
+                json={"url": receiver.url(HOOK_PATH), "secret": receiver.secret},
+                headers=HEADERS,
+            )
+            assert hook.status_code == 201, hook.text
+
+            raised: dict[int, str] = {}
+            run_threads(
+                [
+                    scorer(process.url, f"{name}{t}", raised)
+                    for name, process in (("a", a), ("b", b))
+                    for t in range(THREADS_PER_PROCESS)
+                ]
+            )
+            expected = 2 * THREADS_PER_PROCESS * CALLS_PER_THREAD * ACCOUNTS_PER_CALL
+            assert len(raised) == expected  # one warning id per account, none shared
+
+            def settled() -> list[dict[str, Any]]:
+                rows = outbox_rows(db_url)
+                done = len(rows) == expected and all(r["status"] == "delivered" for r in rows)
+                return rows if done else []
+
+            deliveries = wait_for(settled, timeout=30)
+            feed = read_feed([http_a, http_b], limit=7)
+            assert read_feed([http_b], limit=1000) == feed  # the same feed from either process
+        logs = [a.stop(), b.stop()]  # SIGTERM: each stops its sender and closes the store
+
+    assert all("Application shutdown complete" in log for log in logs), logs
+    assert sorted(w["id"] for w in feed) == sorted(raised)  # each warning exactly once
+    assert {w["id"]: w["account_id"] for w in feed} == raised
+    cursors = [int(w["cursor"]) for w in feed]
+    assert cursors == sorted(set(cursors))
+
+    requests = receiver.for_path(HOOK_PATH)
+    assert all(r.verified and r.status == 200 for r in requests)
+    assert receiver.delivered() == Counter({(HOOK_PATH, d["message_id"]): 1 for d in deliveries})
+    assert len(requests) == expected  # no message sent twice, none retried
+    sent = {json.loads(r.body)["data"]["id"]: r.msg_id for r in requests}
+    assert sent == {d["warning_id"]: d["message_id"] for d in deliveries}
+    assert all(d["attempts"] == 1 for d in deliveries)
+    senders = {d["claimed_by"].split(":")[1] for d in deliveries}  # host:pid:random
+    assert senders == {str(a.process.pid), str(b.process.pid)}, "one sender did all the work"
