@@ -21,6 +21,11 @@ Choices, stated once:
   whose warning was not stored. A failure after the commit loses nothing; a retry scores again
   and raises nothing twice (hysteresis holds the level). The ``scored_at`` of each event is
   the snapshot's ``as_of``, so snapshots that arrive out of order cannot move a level back.
+- **Concurrent score requests are served together** (:mod:`liqrisk.serve.batching`): while
+  one batch is scored, arriving requests queue, and the next batch scores all of them in one
+  scorer call and stores their warnings in one transaction. A request that finds the scorer
+  idle runs at once; each request gets exactly its own rows; a store failure fails every
+  request of its batch (none acknowledged).
 - **An account already in liquidation is ``critical``.** It is not scored (its ``horizons``
   are empty), but it is past every threshold: the engine already meets ``E <= MM``. It is
   recorded as probability 1.0, so the feed and the webhooks say "critical" for it once, as for
@@ -42,8 +47,9 @@ import logging
 import math
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -62,6 +68,7 @@ from starlette.types import Scope as ASGIScope
 
 from liqrisk.features.errors import InputError
 from liqrisk.serve import store
+from liqrisk.serve.batching import Batcher, Job
 from liqrisk.serve.runtime import NotReady, Runtime, Served
 from liqrisk.serve.schemas import (
     NOT_FOUND,
@@ -88,6 +95,7 @@ from liqrisk.serve.schemas import (
     field_path,
     responses,
 )
+from liqrisk.serve.scoring import with_default_as_of
 from liqrisk.serve.security import SettingsDep, require
 from liqrisk.serve.settings import ApiKey, Scope, ServeSettings
 from liqrisk.serve.webhooks import warning_data
@@ -125,6 +133,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
+    app.state.batcher = Batcher(_score_batch, max_size=settings.max_accounts)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -210,7 +219,9 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse({"detail": BodyTooLarge(self.max_bytes).detail}, status_code=413)
+            response = JSONResponse(
+                {"detail": BodyTooLarge(self.max_bytes).detail}, status_code=413
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -233,9 +244,7 @@ def request_id(request: Request) -> str:
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id(request)
-    log.error(
-        "request %s: %s %s failed", rid, request.method, request.url.path, exc_info=exc
-    )
+    log.error("request %s: %s %s failed", rid, request.method, request.url.path, exc_info=exc)
     body = ErrorOut(detail="internal error", request_id=rid)
     return JSONResponse(body.model_dump(), status_code=500, headers={REQUEST_ID_HEADER: rid})
 
@@ -250,9 +259,7 @@ async def _input_error(request: Request, exc: InputError) -> JSONResponse:
 
 
 async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
-    return JSONResponse(
-        {"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"}
-    )
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -269,7 +276,9 @@ def _field_error(error: Any, body: Any) -> FieldError:
     if error.get("type") == "json_invalid":
         at = loc[1] if len(loc) > 1 else "?"
         reason = (error.get("ctx") or {}).get("error", "")
-        return FieldError(field="body", message=f"invalid JSON at character {at}: {reason}", type="json_invalid")
+        return FieldError(
+            field="body", message=f"invalid JSON at character {at}: {reason}", type="json_invalid"
+        )
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     symbol = _bar_symbol(loc, body)
     if symbol is not None:
@@ -368,6 +377,7 @@ api = APIRouter(prefix="/v1")
     tags=["scoring"],
 )
 def score(
+    request: Request,
     body: ScoreRequest,
     runtime: RuntimeDep,
     settings: SettingsDep,
@@ -386,39 +396,79 @@ def score(
             ]
         )
     served = runtime.require_served()
-    engine = runtime.require_engine()
-    results = _score_accounts(served, body)
-    events = _score_events(results, horizon=settings.level_horizon, model_version=served.version)
-    try:
-        raised = store.record_scores(engine, events, settings.thresholds)
-        levels = store.account_levels(engine, [e.account_id for e in events])
-    except sa.exc.SQLAlchemyError as exc:
-        raise _store_unavailable(exc) from exc
-    if raised and runtime.outbox is not None:
-        runtime.outbox.notify()
-    raised_ids = {w.account_id: w.id for w in raised}
-    for row in results:
-        row |= {"level": None, "warning_id": None}
-        if row.get("status") in ("ok", "in_liquidation") and row.get("account_id") in levels:
-            row["level"] = levels[row["account_id"]].label
-            row["warning_id"] = raised_ids.get(row["account_id"])
+    call = _ScoreCall(
+        runtime=runtime,
+        served=served,
+        engine=runtime.require_engine(),
+        settings=settings,
+        accounts=[with_default_as_of(a, body.as_of) for a in body.accounts],
+        what_if=None if body.what_if is None else body.what_if.model_dump(exclude_none=True),
+    )
+    key = (id(served), id(call.engine), tuple(sorted((call.what_if or {}).items())))
+    results = request.app.state.batcher.submit(Job(call, size=len(call.accounts), key=key))
     # The scorer's rows are already plain JSON values in the documented shape (the tests hold
     # them to ScoreResponse); validating 1,000 nested rows again would cost more than scoring.
     return JSONResponse(
         {
-            "model": {"name": served.name, "version": served.version, "kinds": dict(served.model.kinds)},
+            "model": {
+                "name": served.name,
+                "version": served.version,
+                "kinds": dict(served.model.kinds),
+            },
             "level_horizon": settings.level_horizon,
             "results": results,
         }
     )
 
 
-def _score_accounts(served: Served, body: ScoreRequest) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _ScoreCall:
+    """One ``/v1/score`` request as the batcher carries it (accounts with their as_of filled in)."""
+
+    runtime: Runtime
+    served: Served
+    engine: sa.Engine
+    settings: ServeSettings
+    accounts: list[Any]
+    what_if: dict[str, float] | None
+
+
+def _score_batch(jobs: Sequence[Job]) -> None:
+    """Score the accounts of concurrent requests in one scorer call, store the warnings they
+    raise in one transaction, then give each request its rows (:mod:`liqrisk.serve.batching`).
+    A store failure fails every request of the batch: none of them is acknowledged."""
+    first: _ScoreCall = jobs[0].payload
+    accounts = [a for job in jobs for a in job.payload.accounts]
+    results = _score_accounts(first.served, accounts, first.what_if)
+    events = _score_events(
+        results, horizon=first.settings.level_horizon, model_version=first.served.version
+    )
+    try:
+        raised = store.record_scores(first.engine, events, first.settings.thresholds)
+        levels = store.account_levels(first.engine, [e.account_id for e in events])
+    except sa.exc.SQLAlchemyError as exc:
+        raise _store_unavailable(exc) from exc
+    if raised and first.runtime.outbox is not None:
+        first.runtime.outbox.notify()
+    raised_ids = {w.account_id: w.id for w in raised}
+    for row in results:
+        row |= {"level": None, "warning_id": None}
+        if row.get("status") in ("ok", "in_liquidation") and row.get("account_id") in levels:
+            row["level"] = levels[row["account_id"]].label
+            row["warning_id"] = raised_ids.get(row["account_id"])
+    start = 0
+    for job in jobs:
+        job.resolve(results[start : start + job.size])
+        start += job.size
+
+
+def _score_accounts(
+    served: Served, accounts: list[Any], what_if: dict[str, float] | None
+) -> list[dict[str, Any]]:
     """The scorer's result per account, in input order; ids too long to store become errors."""
-    what_if = None if body.what_if is None else body.what_if.model_dump(exclude_none=True)
-    results = served.scorer.score(body.accounts, as_of=body.as_of, what_if=what_if)
-    if len(results) != len(body.accounts):
-        raise RuntimeError(f"scorer returned {len(results)} results for {len(body.accounts)} accounts")
+    results = served.scorer.score(accounts, what_if=what_if)
+    if len(results) != len(accounts):
+        raise RuntimeError(f"scorer returned {len(results)} results for {len(accounts)} accounts")
     for row in results:
         account_id = row.get("account_id")
         if isinstance(account_id, str) and len(account_id) > MAX_ACCOUNT_ID:
@@ -447,7 +497,9 @@ def _score_events(
         else:
             continue
         if not math.isfinite(probability):
-            log.warning("account %r: P(negative) is %s; not recorded", row["account_id"], probability)
+            log.warning(
+                "account %r: P(negative) is %s; not recorded", row["account_id"], probability
+            )
             continue
         events.append(
             store.ScoreEvent(
@@ -496,13 +548,17 @@ def get_warnings(
     _key: Annotated[ApiKey, Depends(require(Scope.WARNINGS_READ))],
     after: Annotated[
         str | None,
-        Query(max_length=19, description="`next_cursor` of the previous page; empty: from the start"),
+        Query(
+            max_length=19, description="`next_cursor` of the previous page; empty: from the start"
+        ),
     ] = None,
     limit: Annotated[int, PAGE_LIMIT] = 100,
 ) -> WarningsPage:
     """Warnings after ``after``, oldest first; each appears exactly once across pages."""
     if after and after.isascii() and after.isdigit() and int(after) > MAX_DB_INT:
-        raise InputError(f"warnings feed: after must be a cursor from a previous page, got {after!r}")
+        raise InputError(
+            f"warnings feed: after must be a cursor from a previous page, got {after!r}"
+        )
     try:
         page = store.warnings_after(runtime.require_engine(), after, limit)
     except sa.exc.SQLAlchemyError as exc:
@@ -535,7 +591,9 @@ def post_webhook(
     return WebhookCreated(**_webhook_fields(hook), secret=hook.secret)
 
 
-@api.get("/webhooks", response_model=list[WebhookOut], responses=responses(NOT_READY), tags=["webhooks"])
+@api.get(
+    "/webhooks", response_model=list[WebhookOut], responses=responses(NOT_READY), tags=["webhooks"]
+)
 def get_webhooks(runtime: RuntimeDep, _key: WebhooksKey) -> list[WebhookOut]:
     """Registered webhooks, oldest first (secrets are not shown)."""
     return [WebhookOut(**_webhook_fields(h)) for h in store.list_webhooks(runtime.require_engine())]
@@ -577,7 +635,9 @@ def delete_webhook(webhook_id: str, runtime: RuntimeDep, key: WebhooksKey) -> We
     responses=responses(NOT_READY, NOT_FOUND),
     tags=["webhooks"],
 )
-def get_webhook_deliveries(webhook_id: str, runtime: RuntimeDep, _key: WebhooksKey) -> list[DeliveryOut]:
+def get_webhook_deliveries(
+    webhook_id: str, runtime: RuntimeDep, _key: WebhooksKey
+) -> list[DeliveryOut]:
     """Every delivery to one webhook, oldest first, with its state."""
     engine = runtime.require_engine()
     if store.get_webhook(engine, webhook_id) is None:
@@ -597,7 +657,10 @@ def get_deliveries(
     warning_id: Annotated[int, Query(ge=1, le=MAX_DB_INT, description="A warning's feed id")],
 ) -> list[DeliveryOut]:
     """The deliveries of one warning, one per webhook, with their state."""
-    return [_delivery_out(d) for d in store.delivery_state(runtime.require_engine(), warning_id=warning_id)]
+    return [
+        _delivery_out(d)
+        for d in store.delivery_state(runtime.require_engine(), warning_id=warning_id)
+    ]
 
 
 @api.post(
@@ -606,7 +669,9 @@ def get_deliveries(
     responses=responses(NOT_READY),
     tags=["admin"],
 )
-def admin_reload(runtime: RuntimeDep, _key: Annotated[ApiKey, Depends(require(Scope.ADMIN))]) -> ReloadOut:
+def admin_reload(
+    runtime: RuntimeDep, _key: Annotated[ApiKey, Depends(require(Scope.ADMIN))]
+) -> ReloadOut:
     """Check the model alias now and move to a new version (loaded fully before the swap)."""
     result = runtime.refresh()
     if result.error:

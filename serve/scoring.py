@@ -137,7 +137,7 @@ class Scorer:
         view = self.market.view()
         change = _what_if(what_if)
         default = parse_as_of(as_of, field="as_of") if as_of is not None else view.latest
-        raws = [_with_as_of(a, default) for a in accounts]
+        raws = [with_default_as_of(a, default) for a in accounts]
         snaps = snapshots_from_dicts(raws)
         table = snaps.accounts.set_index("account")
         errors = _errors(table, raws, view)
@@ -306,7 +306,9 @@ def _what_if(raw: Mapping[str, Any] | None) -> dict[str, float] | None:
     return out
 
 
-def _with_as_of(raw: Any, default: pd.Timestamp | None) -> Any:
+def with_default_as_of(raw: Any, default: Any) -> Any:
+    """The account object with ``as_of`` set to ``default`` where it has none (a copy; other
+    values are returned as they are, to become error rows)."""
     if isinstance(raw, Mapping) and raw.get("as_of") is None and default is not None:
         return {**raw, "as_of": default}
     return dict(raw) if isinstance(raw, Mapping) else raw

@@ -44,7 +44,7 @@ from api_support import (
     register,
     wait_ready,
 )
-from serve_support import Receiver, wait_for
+from serve_support import Receiver, run_threads, wait_for
 
 KEYS: dict[str, tuple[str, frozenset[Scope]]] = {
     "admin": ("key-admin-0123", frozenset(Scope)),
@@ -225,6 +225,39 @@ def test_the_service_returns_what_its_scorer_computes(service: Service) -> None:
     for h in ("1h", "24h", "7d"):
         for name, value in direct["horizons"][h].items():
             assert served["horizons"][h][name] == pytest.approx(value, rel=1e-12)
+
+
+def test_concurrent_requests_are_scored_together_and_answered_each_their_own(
+    db_service: Service,
+) -> None:
+    # alone first, then all at once: the batcher may merge them, the answers must not change
+    snapshots = [account(new_id(f"conc{i}"), collateral=3_000.0 + 500 * i) for i in range(6)]
+    risky = [in_liquidation(new_id(f"concliq{i}")) for i in range(6)]
+    requests = [[s, r] for s, r in zip(snapshots, risky, strict=True)]
+    alone = [
+        db_service.app.state.runtime.served.scorer.score(r, as_of=pd.Timestamp(AS_OF).to_pydatetime())
+        for r in requests
+    ]
+    cursor = db_service.cursor()
+    batches_before = db_service.app.state.batcher.batches
+    start = threading.Barrier(len(requests))
+    answers: list[Any] = [None] * len(requests)
+
+    def send(i: int) -> None:
+        start.wait()
+        answers[i] = db_service.score(requests[i])
+
+    run_threads([lambda i=i: send(i) for i in range(len(requests))])
+    for request, answer, direct in zip(requests, answers, alone, strict=True):
+        rows = answer["results"]
+        assert [r["account_id"] for r in rows] == [a["account_id"] for a in request]
+        ok, liq = rows
+        for h in ("1h", "24h", "7d"):
+            assert ok["horizons"][h]["p_negative"] == pytest.approx(direct[0]["horizons"][h]["p_negative"], rel=1e-12)
+        assert liq["status"] == "in_liquidation" and liq["level"] == "critical" and liq["warning_id"] is not None
+    assert db_service.app.state.batcher.batches - batches_before < len(requests)  # some were merged
+    feed = db_service.warnings_after(cursor)
+    assert sorted(w["id"] for w in feed) == sorted(a["results"][1]["warning_id"] for a in answers)
 
 
 def test_what_if_shows_the_change_beside_the_current_risk(service: Service) -> None:

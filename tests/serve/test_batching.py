@@ -1,0 +1,109 @@
+"""The batcher: concurrent jobs share a run, each caller gets its own result, failures reach
+every caller of the failed batch and nobody else."""
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from liqrisk.serve.batching import Batcher, Job
+
+
+class Recorder:
+    """A runner that doubles each payload, slowly, and remembers its batches."""
+
+    def __init__(self, delay: float = 0.05, fail_on: object = None) -> None:
+        self.delay = delay
+        self.fail_on = fail_on
+        self.batches: list[list[object]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, jobs: Sequence[Job]) -> None:
+        with self.lock:
+            self.batches.append([j.payload for j in jobs])
+        time.sleep(self.delay)
+        if any(j.payload == self.fail_on for j in jobs):
+            raise ValueError(f"bad payload {self.fail_on}")
+        for job in jobs:
+            job.resolve(job.payload * 2)
+
+
+def submit_all(batcher: Batcher, jobs: list[Job]) -> list[object]:
+    """Submit every job from its own thread at once; each thread's result or exception."""
+    out: list[object] = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            out[i] = batcher.submit(jobs[i])
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_concurrent_jobs_share_runs_and_each_gets_its_own_result() -> None:
+    runner = Recorder()
+    batcher = Batcher(runner, max_size=100)
+    results = submit_all(batcher, [Job(i, size=1) for i in range(20)])
+    assert results == [2 * i for i in range(20)]
+    assert sorted(p for batch in runner.batches for p in batch) == list(range(20))  # each once
+    assert len(runner.batches) < 20 and max(len(b) for b in runner.batches) > 1
+
+
+def test_a_lone_job_runs_at_once_without_waiting_for_company() -> None:
+    runner = Recorder(delay=0.0)
+    batcher = Batcher(runner, max_size=100)
+    started = time.perf_counter()
+    assert batcher.submit(Job(21, size=1)) == 42
+    assert time.perf_counter() - started < 1.0 and runner.batches == [[21]]
+
+
+def test_only_jobs_with_the_same_key_share_a_batch() -> None:
+    runner = Recorder()
+    batcher = Batcher(runner, max_size=100)
+    jobs = [Job(i, size=1, key=i % 3) for i in range(18)]
+    assert submit_all(batcher, jobs) == [2 * i for i in range(18)]
+    assert all(len({p % 3 for p in batch}) == 1 for batch in runner.batches)
+
+
+def test_a_batch_never_exceeds_the_size_cap_but_a_large_job_still_runs() -> None:
+    runner = Recorder()
+    batcher = Batcher(runner, max_size=10)
+    sizes = [4, 4, 4, 4, 25, 3, 3]
+    results = submit_all(batcher, [Job(i, size=s) for i, s in enumerate(sizes)])
+    assert results == [2 * i for i in range(len(sizes))]
+    for batch in runner.batches:
+        total = sum(sizes[p] for p in batch)
+        assert total <= 10 or batch == [4]  # the job of size 25 alone
+
+
+def test_a_failing_batch_fails_its_callers_and_the_next_batch_works() -> None:
+    runner = Recorder(fail_on=3)
+    batcher = Batcher(runner, max_size=100)
+    results = submit_all(batcher, [Job(i, size=1) for i in range(12)])
+    failed_batch = next(b for b in runner.batches if 3 in b)
+    for i, result in enumerate(results):
+        if i in failed_batch:
+            assert isinstance(result, ValueError) and "bad payload 3" in str(result)
+        else:
+            assert result == 2 * i
+    assert batcher.submit(Job(5, size=1)) == 10
+
+
+def test_a_job_the_runner_leaves_open_fails_instead_of_hanging() -> None:
+    batcher = Batcher(lambda jobs: None, max_size=10)
+    with pytest.raises(RuntimeError, match="without a result"):
+        batcher.submit(Job(1, size=1))
+
+
+def test_max_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_size"):
+        Batcher(lambda jobs: None, max_size=0)
