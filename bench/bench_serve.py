@@ -158,7 +158,8 @@ async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict
 
         singles = [payload_of([a]) for a in accounts[:500]]
         batches = [payload_of(accounts[i : i + 1000]) for i in range(0, len(accounts) - 999, 1000)]
-        await send(singles[0])  # warm-up
+        for payload in [singles[0], *batches]:  # warm-up: every account once (caches, first calls)
+            await send(payload)
         return {
             "single, open loop": await open_loop(send, singles, rate=rate, seconds=seconds),
             "single, closed loop (8 clients)": await closed_loop(send, singles, clients=8, seconds=seconds),
@@ -166,7 +167,7 @@ async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict
         }
 
 
-def start_liqrisk(port: int, work: Path) -> subprocess.Popen:
+def start_liqrisk(port: int, work: Path, workers: int) -> subprocess.Popen:
     import hashlib
 
     keys = [{"name": "bench", "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "scopes": ["score"]}]
@@ -174,18 +175,19 @@ def start_liqrisk(port: int, work: Path) -> subprocess.Popen:
         "LIQRISK_SERVE__API_KEYS": json.dumps(keys),
         "LIQRISK_SERVE__DATABASE_URL": f"sqlite:///{work / 'bench-warnings.db'}",
     }
-    cmd = [sys.executable, "-m", "liqrisk.pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "liqrisk.pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_mlflow(port: int) -> subprocess.Popen:
+def start_mlflow(port: int, workers: int) -> subprocess.Popen:
     env = os.environ | {
         "MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'runs' / 'mlflow' / 'mlflow.db'}",
         # mlflow runs `uvicorn` from PATH: the one installed beside this interpreter
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/liqrisk@champion",
-           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -194,6 +196,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--accounts", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=1, help="server processes, the same for both servers")
     args = parser.parse_args()
     if not (ROOT / "runs" / "mlflow" / "mlflow.db").exists():
         print("bench_serve: no MLflow store at runs/mlflow; run `liqrisk run` first", file=sys.stderr)
@@ -204,7 +207,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     results = {}
     port = free_port()
-    server = start_liqrisk(port, work)
+    server = start_liqrisk(port, work, args.workers)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz")
         results["liqrisk serve"] = asyncio.run(
@@ -215,7 +218,7 @@ def main() -> int:
         server.terminate()
         server.wait(30)
     port = free_port()
-    reference = start_mlflow(port)
+    reference = start_mlflow(port, args.workers)
     index = {a["account_id"]: i for i, a in enumerate(accounts)}
     try:
         wait_ready(f"http://127.0.0.1:{port}/ping")

@@ -70,7 +70,7 @@ def account_position_features(positions: pd.DataFrame, *, horizon: pd.Timedelta)
         **values,
     )
     index = pd.Index(account[group_starts(account)], name="account")
-    return pd.DataFrame(out, index=index).astype({"n_positions": "int64", "tier": "int64"})
+    return pd.DataFrame(out, index=index)
 
 
 def group_starts(codes: np.ndarray) -> np.ndarray:
@@ -147,9 +147,9 @@ def position_feature_arrays(
             "notional_to_liquidity": np.fmax.reduceat(notional / liquidity, starts),
             "log_notional": np.log10(positive_gross),
             "mmr": account_sum(mmr * notional) / positive_gross,
-            "tier": np.maximum.reduceat(tier, starts),
+            "tier": np.maximum.reduceat(tier.astype(np.int64), starts),
             "isolated": isolated[starts].astype(float),
-            "n_positions": np.diff(np.r_[starts, n]),
+            "n_positions": np.diff(np.r_[starts, n]).astype(np.int64),
             "concentration": np.fmax.reduceat(notional, starts) / positive_gross,
             "net_exposure": account_sum(side * notional) / positive_gross,
             "upnl_to_collateral": account_sum(pnl) / positive_held,

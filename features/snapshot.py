@@ -160,7 +160,7 @@ def position_snapshot(
     reason = decided["error"].to_numpy(dtype=object).copy()
     status = decided["status"].to_numpy(dtype=object)
     reason[status == "in_liquidation"] = IN_LIQUIDATION
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "account_id": _account_ids(positions, starts),
             "as_of": positions["as_of"].array[starts],
@@ -171,7 +171,6 @@ def position_snapshot(
         },
         index=decided.index,
     )
-    return out.astype({"n_positions": "int64", "tier": "int64"})
 
 
 def join_snapshot(

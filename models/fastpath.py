@@ -23,6 +23,8 @@ import weakref
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
+from sklearn import calibration
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -66,7 +68,11 @@ def calibrated_probability(
         raw = decision(model, X, matrix)
         if raw is None:
             return None
-        p = np.asarray(calibrated.calibrators[0].predict(raw), dtype=np.float64)
+        calibrator = calibrated.calibrators[0]
+        if type(calibrator) is _SIGMOID:  # its predict, without the input checks
+            p = expit(-(calibrator.a_ * raw + calibrator.b_))
+        else:
+            p = np.asarray(calibrator.predict(raw), dtype=np.float64)
         p[(1.0 < p) & (p <= 1.0 + 1e-5)] = 1.0  # as scikit-learn clips a probability a hair above 1
         total += p
     return total / len(classifier.calibrated_classifiers_)
@@ -154,6 +160,8 @@ def _logistic_parts(
     return numeric, imputer, scaler, columns.index(cat_cols[0]), encoder
 
 
+# scikit-learn's private sigmoid calibrator (a, b); if it is renamed, its own predict is used
+_SIGMOID = getattr(calibration, "_SigmoidCalibration", None)
 _FEATURE_NAMES: "weakref.WeakKeyDictionary[lgb.Booster, list[str]]" = (
     weakref.WeakKeyDictionary()
 )  # a C call each

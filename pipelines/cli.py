@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (each loads the model and the market; they share the database)",
+    )
 
     data = commands.add_parser("data", help="market data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -112,7 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             import uvicorn
 
             # By import path: pipelines never import serve (docs/design.md).
-            uvicorn.run("liqrisk.serve.app:create_app", factory=True, host=args.host, port=args.port)
+            if args.workers < 1:
+                raise InputError(f"--workers must be >= 1, got {args.workers}")
+            uvicorn.run(
+                "liqrisk.serve.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+            )
             return 0
         if args.command == "data" and args.data_command == "check":
             from liqrisk.pipelines.data_check import data_check_command

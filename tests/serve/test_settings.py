@@ -106,6 +106,9 @@ def test_liqrisk_serve_runs_the_app_factory_under_uvicorn(monkeypatch: pytest.Mo
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert liqrisk(["serve", "--port", "8123"]) == 0
+    assert liqrisk(["serve", "--port", "8124", "--workers", "2"]) == 0
     assert calls == [
-        (("liqrisk.serve.app:create_app",), {"factory": True, "host": "127.0.0.1", "port": 8123})
+        (("liqrisk.serve.app:create_app",), {"factory": True, "host": "127.0.0.1", "port": port, "workers": n})
+        for port, n in ((8123, 1), (8124, 2))
     ]
+    assert liqrisk(["serve", "--workers", "0"]) == 2 and len(calls) == 2
