@@ -36,6 +36,10 @@ from liqrisk.models.shortfall import Severity, expected_shortfall, exposure
 from liqrisk.models.train import CATEGORICAL, INPUTS, model_frame, uncalibrated
 
 EVENTS: tuple[str, ...] = ("liquidated", "negative")
+EXPLAINED_KINDS: tuple[str, ...] = (
+    "lightgbm",
+    "logistic",
+)  # kinds :func:`contributions` explains exactly
 BIAS = "bias"
 
 
@@ -99,6 +103,24 @@ class RiskModel:
         """Each feature's push on ``label``'s log-odds (uncalibrated classifier), plus :data:`BIAS`;
         the row sums are the raw log-odds. None for a model kind without exact contributions."""
         return contributions(uncalibrated(self.classifiers[label]), model_frame(table))
+
+    def explained_label(self, preferred: str) -> str | None:
+        """The label whose reasons to give: ``preferred`` if its model kind has exact
+        contributions (:data:`EXPLAINED_KINDS`), else the same event at the nearest horizon
+        that has them, else any label that has them; None if no classifier has them."""
+        if self.kinds.get(preferred) in EXPLAINED_KINDS:
+            return preferred
+        event, horizon = preferred.rsplit("_", 1)
+        wanted = parse_duration(horizon)
+        candidates = sorted(
+            (label for label, kind in self.kinds.items() if kind in EXPLAINED_KINDS),
+            key=lambda label: (
+                not label.startswith(f"{event}_"),
+                abs(parse_duration(label.rsplit("_", 1)[1]) - wanted),
+                label,
+            ),
+        )
+        return candidates[0] if candidates else None
 
     def set_threads(self, n: int) -> None:
         """Predict with ``n`` threads in every LightGBM model (classifiers and severity).

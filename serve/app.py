@@ -414,6 +414,7 @@ def score(
                 "name": served.name,
                 "version": served.version,
                 "kinds": dict(served.model.kinds),
+                "reasons_for": served.scorer.reasons_for,
             },
             "level_horizon": settings.level_horizon,
             "results": results,

@@ -34,7 +34,9 @@ Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # a JSON number
 def _plausible(value: datetime) -> datetime:
     in_range = FIRST_YEAR <= value.year <= LAST_YEAR  # checked first: UTC of year 1 overflows
     if not (in_range and FIRST_YEAR <= value.astimezone(UTC).year <= LAST_YEAR):
-        raise ValueError(f"must be between the years {FIRST_YEAR} and {LAST_YEAR}, got {value.isoformat()}")
+        raise ValueError(
+            f"must be between the years {FIRST_YEAR} and {LAST_YEAR}, got {value.isoformat()}"
+        )
     return value
 
 
@@ -142,7 +144,6 @@ class AccountIn(BaseModel):
     positions: list[PositionIn] = Field(min_length=1, max_length=1000)
 
 
-
 def _as_given(value: Any, handler: Any) -> Any:
     return value  # checked by the scorer, one account at a time (module docstring)
 
@@ -236,9 +237,13 @@ class WhatIfResult(BaseModel):
 
 
 class ModelRef(BaseModel):
+    """The served model: registry name and version, the model kind per label, and the label
+    whose log-odds the reasons explain (None when no reasons are given)."""
+
     name: str
     version: str
     kinds: dict[str, str] = {}
+    reasons_for: str | None = None
 
 
 class AccountScore(BaseModel):

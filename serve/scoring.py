@@ -25,7 +25,9 @@ predicts, one call explains. Choices, stated once:
 - **Reasons.** The ``reasons`` features with the largest exact contributions (TreeSHAP for
   LightGBM, ``coef × value`` for the logistic model) to the log-odds of ``reason_label``'s
   uncalibrated classifier, in words (``liqrisk.models.reasons.REASON_WORDS``). Only ``ok``
-  rows are explained; a model kind without exact contributions gives none.
+  rows are explained. If ``reason_label``'s model kind has no exact contributions (HistGB),
+  the reasons explain the same event at the nearest horizon whose model has them
+  (``RiskModel.explained_label``); ``model.reasons_for`` names the label explained.
 - **What-if.** ``{"add_collateral": x >= 0, "cut": c in [0, 1)}``: every position's quantity
   times ``1 - c``, the P&L of the closed part realised into collateral at the last close
   (the account's for cross margin, the position's own for isolated; entry prices unchanged,
@@ -112,7 +114,8 @@ class Scorer:
         self.market = market
         self.instruments = dict(instruments)
         self.reasons = int(reasons)
-        self.reason_label = reason_label
+        explained = model.explained_label(reason_label)
+        self.reason_label = explained or reason_label
         self.feature_horizon = parse_duration(
             feature_horizon or max(model.horizons, key=parse_duration), field="feature_horizon"
         )
@@ -120,7 +123,17 @@ class Scorer:
         self.explain_min = float(explain_min)
         if threads is not None:
             model.set_threads(threads)
-        self._model_ref = {"name": name, "version": self.version, "kinds": dict(model.kinds)}
+        self._model_ref = {
+            "name": name,
+            "version": self.version,
+            "kinds": dict(model.kinds),
+            "reasons_for": explained if self.reasons > 0 else None,
+        }
+
+    @property
+    def reasons_for(self) -> str | None:
+        """The label whose log-odds the reasons explain; None when no reasons are given."""
+        return self._model_ref["reasons_for"]
 
     def score(
         self,

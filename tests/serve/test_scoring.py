@@ -1,6 +1,7 @@
 """The scorer: the offline pipeline's scores for the same snapshot and bars, point in time, one
 result per account whatever the others do, what-ifs and reasons."""
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from api_support import small_risk_model, write_market
 from liqrisk.features.market import market_from_bars
 from liqrisk.models.bundle import BIAS, RiskModel
 from liqrisk.models.reasons import REASON_WORDS
-from liqrisk.models.train import FEATURES, model_frame, uncalibrated
+from liqrisk.models.splits import walk_forward_splits
+from liqrisk.models.train import FEATURES, model_frame, train_split, uncalibrated
 from liqrisk.pipelines.accounts import write_snapshots
 from liqrisk.pipelines.bars import read_bars
 from liqrisk.pipelines.build import BuildConfig, build_dataset
@@ -151,6 +153,7 @@ def test_result_shape_is_plain_json(scorer: Scorer):
         "name": "liqrisk",
         "version": "3",
         "kinds": dict.fromkeys(scorer.model.classifiers, "lightgbm"),
+        "reasons_for": "negative_24h",
     }
     assert set(result["horizons"]) == {"1h", "24h", "7d"}
     assert all(set(v) == set(OUTPUTS) for v in result["horizons"].values())
@@ -240,3 +243,29 @@ def test_only_the_riskiest_rows_are_explained_when_asked_to_cap(model: RiskModel
     assert len(explained) == 2 and all(r["reasons"] for r in explained)
     risk = [r["horizons"]["24h"]["p_negative"] for r in results]
     assert min(r["horizons"]["24h"]["p_negative"] for r in explained) >= sorted(risk)[-2]
+
+
+def test_reasons_come_from_the_nearest_explainable_label_when_the_preferred_has_none(
+    model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame]
+):
+    # negative_24h served by HistGB (no exact contributions): reasons explain negative_1h or _7d
+    table = make_dataset(4000, seed=1)
+    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
+    hist_gb = train_split(table, split, label="negative_24h", seed=0, n_estimators=20, models=("hist_gb",))["hist_gb"]
+    mixed = dataclasses.replace(
+        model,
+        classifiers={**model.classifiers, "negative_24h": hist_gb},
+        kinds={**model.kinds, "negative_24h": "hist_gb"},
+    )
+    assert mixed.explained_label("negative_24h") in ("negative_1h", "negative_7d")
+    market = MarketState.load(small_market)
+    scorer = Scorer(mixed, name="m", version="2", market=market, instruments=market.instruments)
+    price = float(market.view().bars_of("BTCUSDT")["close"].iloc[-1])
+    result = scorer.score([cross("h", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
+    assert result["model"]["reasons_for"] == scorer.reason_label == mixed.explained_label("negative_24h")
+    assert result["explained"] and len(result["reasons"]) == 3
+    none_explainable = dataclasses.replace(mixed, kinds=dict.fromkeys(mixed.kinds, "hist_gb"))
+    assert none_explainable.explained_label("negative_24h") is None
+    silent = Scorer(none_explainable, name="m", version="3", market=market, instruments=market.instruments)
+    result = silent.score([cross("h", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
+    assert result["model"]["reasons_for"] is None and result["reasons"] == [] and result["status"] == "ok"
