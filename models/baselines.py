@@ -101,9 +101,10 @@ def margin_ratio_rule(
 
 
 def margin_ratio_warning(
-    margin_ratio: pd.Series, *, threshold: float = DEFAULT_MR_THRESHOLD
-) -> pd.Series:
-    """True where ``margin_ratio >= threshold`` (inf, i.e. ``E <= 0``, warns; NaN does not)."""
+    margin_ratio: pd.Series | np.ndarray, *, threshold: float = DEFAULT_MR_THRESHOLD
+) -> pd.Series | np.ndarray:
+    """True where ``margin_ratio >= threshold`` (inf, i.e. ``E <= 0``, warns; NaN does not);
+    a Series for a Series, an array for an array."""
     return (margin_ratio >= threshold).astype(bool)
 
 

@@ -3,7 +3,8 @@ the background threads that load and reload them.
 
 Choices, stated once:
 
-- **Start fast, become ready later.** Loading the market data and the model takes seconds, so
+- **Start fast, become ready later.** Loading the market data (with its per-symbol feature
+  tables, so the first requests are as fast as the rest) and the model takes seconds, so
   the app starts at once (``/healthz`` answers) and a background thread loads both;
   ``/readyz`` is 503, and the routes that need them answer 503, until both are there. A load
   that fails (no champion yet, a bad data folder) is reported by ``/readyz`` and retried on
@@ -17,11 +18,18 @@ Choices, stated once:
   version is loaded (``models:/name/7``), so the alias moving during a load cannot mix two
   versions; the next check picks the newer one up. Checks run one at a time (a lock), so an
   older version's slow load can never overwrite a newer one.
+- **The loaded state is frozen for the garbage collector.** The market and the model are
+  hundreds of thousands of long-lived objects; a full collection walking them paused a
+  scoring call for 100+ ms (p99 of 1,000 accounts: 174 ms, median 48 ms). After each load
+  :func:`gc.freeze` moves everything alive to the permanent generation, so collections only
+  walk what requests allocate (p99 54 ms). Each model swap unfreezes, collects once (so the
+  previous version's cycles are freed) and freezes again.
 - **MLflow's URIs are process-wide.** ``mlflow.pyfunc.load_model`` resolves ``models:/`` URIs
   through the global registry URI, so :meth:`Runtime.open` sets the tracking and registry URI
   of the process to the configured store; a service process serves from one store.
 """
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass
@@ -154,7 +162,9 @@ class Runtime:
         with self._check_lock:
             if self.market is None:
                 try:
-                    self.market = self._load_market()
+                    market = self._load_market()
+                    _warm(market)
+                    self.market = market
                     self._set_problem("market", None)
                 except Exception as exc:
                     log.exception("market state could not be loaded")
@@ -176,12 +186,8 @@ class Runtime:
         self.problems = others if problem is None else {**others, part: problem}
 
     def _run(self) -> None:
-        warmed = False
         while True:
             self.refresh()
-            if not warmed and self.market is not None:
-                self._warm()
-                warmed = True
             interval = self.settings.reload_seconds
             if not self.ready:
                 interval = interval or RETRY_NOT_READY_S
@@ -190,17 +196,6 @@ class Runtime:
                 return
             if self._stop.wait(interval):
                 return
-
-    def _warm(self) -> None:
-        """Compute the market's per-symbol feature tables now rather than in the first requests
-        that need them (the service is already ready meanwhile)."""
-        market = self.market
-        if market is None:
-            return
-        try:
-            market.warm()
-        except Exception:  # a symbol that cannot be warmed is computed on use, or errors there
-            log.exception("warming the market feature tables failed")
 
     def _load_market(self) -> MarketState:
         s = self.settings
@@ -217,6 +212,7 @@ class Runtime:
             return ReloadResult(False, f"already serving {s.model_name} v{version}")
         served = self._load_version(version)
         self.served = served  # the one swap
+        _freeze_heap()
         log.info(
             "serving %s v%s (was %s)",
             s.model_name,
@@ -258,6 +254,24 @@ class Runtime:
             reasons=s.reasons,
         )
         return Served(s.model_name, version, uri, model, scorer, datetime.now(UTC))
+
+
+def _freeze_heap() -> None:
+    """Free what is garbage now, then exclude every surviving object from later collections
+    (module docstring: the loaded state is frozen)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _warm(market: MarketState) -> None:
+    """Compute the market's per-symbol feature tables before the market is published, so the
+    first requests after ``/readyz`` turns 200 are as fast as the later ones (a few seconds
+    for the bundled data) and no request competes with the warm-up for the interpreter."""
+    try:
+        market.warm()
+    except Exception:  # a symbol that cannot be warmed is computed on use, or errors there
+        log.exception("warming the market feature tables failed")
 
 
 def _make_sqlite_folder(url: str) -> None:

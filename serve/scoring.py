@@ -154,11 +154,10 @@ class Scorer:
         snaps = snapshots_from_dicts(raws)
         table = snaps.accounts.set_index("account")
         errors = _errors(table, raws, view)
-        ids = table["account_id"]
-        positions = snaps.positions[snaps.positions["account"].map(errors).eq("").to_numpy()]
-        positions = positions.assign(account_id=positions["account"].map(ids)).reset_index(
-            drop=True
-        )
+        codes = snaps.positions["account"].to_numpy()  # accounts are numbered 0..n-1 in order
+        valid = np.array([e == "" for e in errors], dtype=bool)[codes]
+        positions = snaps.positions[valid].reset_index(drop=True)
+        positions["account_id"] = table["account_id"].array.take(codes[valid])
         current = self._assess(view, positions, explain=True)
         changed = None
         if change is not None and not current.table.empty:
@@ -175,7 +174,7 @@ class Scorer:
             )
         ]
         return [
-            self._result(head, errors.iat[code], code, current, changed, change)
+            self._result(head, errors[code], code, current, changed, change)
             for code, head in enumerate(heads)
         ]
 
@@ -327,24 +326,21 @@ def with_default_as_of(raw: Any, default: Any) -> Any:
     return dict(raw) if isinstance(raw, Mapping) else raw
 
 
-def _errors(accounts: pd.DataFrame, raws: Sequence[Any], view: MarketView) -> pd.Series:
+def _errors(accounts: pd.DataFrame, raws: Sequence[Any], view: MarketView) -> list[str]:
     """Per account code: the parse error (with the position's symbol), an as_of the market
     has not reached, or ``""``."""
-    errors = pd.Series(
-        [_with_symbol(e, raw) for e, raw in zip(accounts["error"], raws, strict=True)],
-        index=accounts.index,
-        dtype=object,
-    )
-    no_error = errors == ""
+    errors = [_with_symbol(e, raw) for e, raw in zip(accounts["error"], raws, strict=True)]
     if view.latest is None:
-        errors[no_error] = "the market holds no bars yet"
-        return errors
-    ahead = no_error & (accounts["as_of"] > view.latest)
-    errors[ahead] = [
-        f"as_of {_iso(t)} is after the market's latest bar (complete at {_iso(view.latest)}): "
-        f"no bars complete at {_iso(t)} are known yet"
-        for t in accounts.loc[ahead, "as_of"]
-    ]
+        return [e or "the market holds no bars yet" for e in errors]
+    latest = view.latest.to_datetime64()
+    ahead = np.flatnonzero(accounts["as_of"].to_numpy(dtype="datetime64[us]") > latest)  # not NaT
+    for code in ahead.tolist():
+        if not errors[code]:
+            t = accounts["as_of"].iat[code]
+            errors[code] = (
+                f"as_of {_iso(t)} is after the market's latest bar (complete at "
+                f"{_iso(view.latest)}): no bars complete at {_iso(t)} are known yet"
+            )
     return errors
 
 
@@ -451,7 +447,7 @@ def _baselines(
     pos_bankrupt = np.where(np.repeat(single, n) | isolated, pos_bankrupt, np.nan)
 
     codes = account[starts].tolist()
-    rows = table.loc[codes]
+    rows = table if table.index.tolist() == codes else table.loc[codes]
     columns = {
         "margin_ratio": rows["margin_ratio"].to_numpy(dtype=float),
         "leverage": rows["leverage"].to_numpy(dtype=float),
@@ -463,7 +459,7 @@ def _baselines(
         "distance_to_bankruptcy_pct": rows["dist_bankrupt_pct"].to_numpy(dtype=float),
     }
     values = {k: _numbers(column) for k, column in columns.items()}
-    values["margin_call"] = margin_ratio_warning(rows["margin_ratio"].astype(float)).tolist()
+    values["margin_call"] = margin_ratio_warning(columns["margin_ratio"]).tolist()
     values["over_leverage_cap"] = leverage_rule(rows)["warn"].tolist()
     listed = {
         "symbol": symbol.tolist(),
