@@ -6,7 +6,9 @@ gather prices for a million positions at once.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,11 @@ class Market:
     symbol, so that a window's sum depends on that symbol's bars alone (not, through
     rounding, on the symbols laid out before it). ``volume_bars_cum[i]`` counts the
     bars with volume > 0 before bar ``i`` over the whole layout.
+
+    A market is never changed once laid out, so what is derived from it alone can be kept
+    with it: ``code`` (computed once), and ``derived``, where the engine keeps its per-symbol
+    tables (``liqrisk.features.replay``). Appending bars lays out a new market, and a new
+    market (``dataclasses.replace`` too) starts with nothing derived.
     """
 
     symbols: tuple[str, ...]
@@ -45,10 +52,26 @@ class Market:
     day_close: np.ndarray
     notional_cum: np.ndarray
     volume_bars_cum: np.ndarray
+    derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    @property
+    @cached_property
     def code(self) -> dict[str, int]:
+        """Each symbol's code (its block's number); do not modify."""
         return {symbol: i for i, symbol in enumerate(self.symbols)}
+
+
+def symbol_codes(market: Market, symbol: pd.Series) -> np.ndarray:
+    """Each row's symbol code in ``market`` (int64, -1 where the market has no such symbol).
+
+    Values are compared as text (``astype(str)``: a missing symbol is ``"nan"``); a category's
+    own categories are looked up once, whatever the number of rows.
+    """
+    code = market.code
+    if isinstance(symbol.dtype, pd.CategoricalDtype):
+        names = [str(s) for s in symbol.cat.categories] + ["nan"]  # code -1: a missing value
+        lookup = np.array([code.get(s, -1) for s in names], dtype=np.int64)
+        return lookup[symbol.cat.codes.to_numpy(dtype=np.int64)]
+    return np.array([code.get(str(s), -1) for s in symbol.tolist()], dtype=np.int64)
 
 
 def market_from_bars(
@@ -124,17 +147,19 @@ def search_blocks(
     """
     out = np.empty(len(times), dtype=np.int64)
     order = np.argsort(sym, kind="stable")
-    bounds = np.searchsorted(sym[order], np.arange(len(market.symbols) + 1))
-    for code in range(len(market.symbols)):
-        rows = order[bounds[code] : bounds[code + 1]]
-        if rows.size:
-            a, b = market.start[code], market.stop[code]
-            out[rows] = a + np.searchsorted(values[a:b], times[rows], side=side)
+    present, first = np.unique(sym[order], return_index=True)
+    bounds = np.append(first, len(sym)).tolist()
+    for code, lo, hi in zip(present.tolist(), bounds[:-1], bounds[1:]):  # the symbols present
+        rows = order[lo:hi]
+        a, b = market.start[code], market.stop[code]
+        out[rows] = a + np.searchsorted(values[a:b], times[rows], side=side)
     return out
 
 
 def to_us(times: pd.Series) -> np.ndarray:
     """UTC timestamps as int64 microseconds since the epoch."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype):  # held as UTC whatever the zone shown
+        return times.to_numpy(dtype="datetime64[us]").view(np.int64)
     return times.dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").view(np.int64)
 
 

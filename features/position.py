@@ -64,13 +64,19 @@ def account_position_features(positions: pd.DataFrame, *, horizon: pd.Timedelta)
     account = positions["account"].to_numpy()
     out = position_feature_arrays(
         account=account,
-        isolated=(positions["margin_mode"] == "isolated").to_numpy(),
+        isolated=is_isolated(positions["margin_mode"]),
         tier=positions["tier"].to_numpy(dtype=np.int64),
         horizon_days=horizon / pd.Timedelta(days=1),
         **values,
     )
     index = pd.Index(account[group_starts(account)], name="account")
     return pd.DataFrame(out, index=index)
+
+
+def is_isolated(margin_mode: pd.Series | np.ndarray) -> np.ndarray:
+    """``margin_mode == "isolated"`` per row, as a bool array (compared as plain objects: on text
+    held by pyarrow a pandas comparison costs more than the features of one account)."""
+    return np.asarray(np.asarray(margin_mode, dtype=object) == "isolated", dtype=bool)
 
 
 def group_starts(codes: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ position of an isolated account. Units are walked together; isolated accounts
 are aggregated from their units at the end.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,8 @@ import pandas as pd
 from liqrisk.features.instruments import Instrument
 from liqrisk.features.liquidity import impact_inputs
 from liqrisk.features.margin import replay_units
-from liqrisk.features.market import Market, search_blocks, to_us
+from liqrisk.features.market import Market, search_blocks, symbol_codes, to_us
+from liqrisk.features.position import is_isolated
 
 OUTCOME_COLUMNS = (
     "status",
@@ -43,6 +44,16 @@ POSITION_COLUMNS = (
     "entry_price",
 )
 _NEVER = np.iinfo(np.int64).max
+# the scalar instrument parameters the engine reads: per-position name -> (value, default)
+_SCALARS: dict[str, tuple[Callable[[Instrument], float], float]] = {
+    "taker_fee": (lambda i: i.taker_fee, 0.0),
+    "liquidation_fee": (lambda i: i.liquidation_fee, 0.0),
+    "latency": (lambda i: i.latency_bars, 0.0),
+    "slippage": (lambda i: i.slippage_to_extreme, 0.0),
+    "impact_coef": (lambda i: i.impact_coef, 0.0),
+    "depth": (lambda i: np.nan if i.depth_notional is None else i.depth_notional, np.nan),
+    "multiplier": (lambda i: i.contract_multiplier, 1.0),
+}
 
 
 def replay(
@@ -83,7 +94,7 @@ def replay_horizons(
     horizons: Sequence[pd.Timedelta],
 ) -> list[pd.DataFrame]:
     """``replay`` for several horizons: the pre-walk work (tiers, impact inputs) is done once."""
-    codes, accounts = pd.factorize(positions["account"], sort=False)
+    codes, accounts = _account_codes(positions)
     book = _book(market, instruments, positions, codes)
     units = _units(book)
     index = pd.Index(accounts, name="account")
@@ -115,7 +126,7 @@ def state_at_as_of(
     ``in_liquidation`` is the walk's own test: ``E <= MM`` at the last close complete at or
     before as_of, per replay unit (any unit of an isolated account).
     """
-    codes, accounts = pd.factorize(positions["account"], sort=False)
+    codes, accounts = _account_codes(positions)
     book = _book(market, instruments, positions, codes)
     state = pd.DataFrame(
         {
@@ -140,6 +151,11 @@ def state_at_as_of(
         {"status": status.astype(object), "error": messages}, index=pd.Index(accounts, name="account")
     )
     return state, accounts_frame
+
+
+def _account_codes(positions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each position's account code (0, 1, ... in order of appearance) and the accounts."""
+    return pd.factorize(positions["account"].to_numpy(), sort=False)
 
 
 @dataclass
@@ -172,20 +188,22 @@ def _book(
     market: Market, instruments: Mapping[str, Instrument], positions: pd.DataFrame, account: np.ndarray
 ) -> _Book:
     n = len(positions)
-    codes, names = pd.factorize(positions["symbol"].astype(str))
-    names = names.to_numpy(dtype=object)
-    sym = pd.Index(market.symbols).get_indexer(names).astype(np.int64)[codes]
-    known = np.isin(names, list(instruments))[codes] & (sym >= 0)
-    symbol = names[codes]
+    table = _parameters(market, instruments)
+    sym = symbol_codes(market, positions["symbol"])
+    known = sym >= 0
+    known[known] = table.known[sym[known]]  # in the market and with an instrument
     first_row = np.flatnonzero(np.r_[True, account[1:] != account[:-1]]) if n else np.zeros(0, np.int64)
     index_in_account = np.arange(n) - np.repeat(first_row, np.diff(np.r_[first_row, n]))
     error = np.full(n, "", dtype=object)
-    error[~known] = [
-        f"positions[{i}].symbol: unknown symbol {s!r}" for i, s in zip(index_in_account[~known], symbol[~known])
-    ]
+    if not known.all():
+        symbol = positions["symbol"].to_numpy(dtype=object)[~known]
+        error[~known] = [
+            f"positions[{i}].symbol: unknown symbol {str(s)!r}"
+            for i, s in zip(index_in_account[~known], symbol)
+        ]
     sym = np.where(known, sym, 0)
 
-    params = _instrument_arrays(instruments, market, sym, known)
+    params = _instrument_arrays(table, sym, known)
     qty = positions["qty"].to_numpy(dtype=np.float64)
     as_of = to_us(positions["as_of"])
     inputs = impact_inputs(market, sym, as_of)
@@ -197,7 +215,7 @@ def _book(
     problem[(problem == "") & ~np.isfinite(notional_d)] = (
         "no liquidity: no bar in the 30 days before as_of has volume > 0 and the instrument has no depth_notional"
     )
-    tier, mmr, amount, over_cap = _tiers(instruments, market, sym, known, qty * last_close)
+    tier, mmr, amount, over_cap = _tiers(table, sym, known, qty * last_close)
     problem[(problem == "") & over_cap] = "notional at as_of is above the last tier's notional_cap"
     bad = known & (problem != "")
     error[bad] = [
@@ -207,7 +225,7 @@ def _book(
     return _Book(
         account=account.astype(np.int64),
         as_of=as_of,
-        isolated=(positions["margin_mode"] == "isolated").to_numpy(),
+        isolated=is_isolated(positions["margin_mode"]),
         collateral=positions["collateral"].to_numpy(dtype=np.float64),
         sym=sym,
         side=positions["side"].to_numpy(dtype=np.float64),
@@ -224,48 +242,75 @@ def _book(
     )
 
 
-def _instrument_arrays(
-    instruments: Mapping[str, Instrument], market: Market, sym: np.ndarray, known: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Per-position copies of the scalar instrument parameters (by symbol code)."""
-    table = [instruments.get(s) for s in market.symbols]
+@dataclass(frozen=True)
+class _Parameters:
+    """The instruments' parameters per symbol code of a market, as arrays (:func:`_parameters`)."""
 
-    def column(get, default: float) -> np.ndarray:
-        per_symbol = np.array([default if i is None else get(i) for i in table], dtype=np.float64)
+    instruments: tuple[Instrument | None, ...]  # per code; None where the symbol has none
+    known: np.ndarray  # per code: the symbol has an instrument
+    scalars: dict[str, np.ndarray]  # ``_SCALARS`` per code, float64 (the default where none)
+    tiers: tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, ...]  # caps, mmr, amount
+
+    @classmethod
+    def of(cls, instruments: tuple[Instrument | None, ...]) -> "_Parameters":
+        def per_code(get: Callable[[Instrument], float], default: float) -> np.ndarray:
+            return np.array([default if i is None else get(i) for i in instruments], dtype=np.float64)
+
+        return cls(
+            instruments=instruments,
+            known=np.array([i is not None for i in instruments], dtype=bool),
+            scalars={name: per_code(*how) for name, how in _SCALARS.items()},
+            tiers=tuple(
+                None if i is None else (np.asarray(i.tier_caps), np.asarray(i.tier_mmr), np.asarray(i.tier_amount))
+                for i in instruments
+            ),
+        )
+
+
+def _parameters(market: Market, instruments: Mapping[str, Instrument]) -> _Parameters:
+    """:class:`_Parameters` of ``instruments`` on ``market``'s symbols, kept with the market.
+
+    A market is replayed against one set of instruments (the build's, the service's), so one
+    is kept; it is used only while every symbol's instrument is the same (equal) one, and a
+    different set replaces it. Building it loops over every symbol: once, not per call.
+    """
+    per_symbol = tuple(instruments.get(s) for s in market.symbols)
+    kept = market.derived.get("parameters")
+    if kept is None or kept.instruments != per_symbol:
+        kept = _Parameters.of(per_symbol)
+        market.derived["parameters"] = kept
+    return kept
+
+
+def _instrument_arrays(table: _Parameters, sym: np.ndarray, known: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-position copies of the scalar instrument parameters (by symbol code)."""
+
+    def column(name: str, per_symbol: np.ndarray) -> np.ndarray:
+        default = _SCALARS[name][1]
         return np.where(known, per_symbol[sym], default) if len(per_symbol) else np.zeros(len(sym))
 
-    return {
-        "taker_fee": column(lambda i: i.taker_fee, 0.0),
-        "liquidation_fee": column(lambda i: i.liquidation_fee, 0.0),
-        "latency": column(lambda i: i.latency_bars, 0.0).astype(np.int64),
-        "slippage": column(lambda i: i.slippage_to_extreme, 0.0),
-        "impact_coef": column(lambda i: i.impact_coef, 0.0),
-        "depth": column(lambda i: np.nan if i.depth_notional is None else i.depth_notional, np.nan),
-        "multiplier": column(lambda i: i.contract_multiplier, 1.0),
-    }
+    out = {name: column(name, per_symbol) for name, per_symbol in table.scalars.items()}
+    out["latency"] = out["latency"].astype(np.int64)
+    return out
 
 
 def _tiers(
-    instruments: Mapping[str, Instrument],
-    market: Market,
-    sym: np.ndarray,
-    known: np.ndarray,
-    notional: np.ndarray,
+    table: _Parameters, sym: np.ndarray, known: np.ndarray, notional: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tier by notional at as_of (first cap at or above it), kept for the whole horizon."""
     tier = np.zeros(len(sym), dtype=np.int64)
     mmr = np.zeros(len(sym))
     amount = np.zeros(len(sym))
     over = np.zeros(len(sym), dtype=bool)
-    for code in np.unique(sym[known]):
-        inst = instruments[market.symbols[code]]
+    for code in np.unique(sym[known]).tolist():
+        caps, rates, amounts = table.tiers[code]
         rows = np.flatnonzero(known & (sym == code))
-        t = np.searchsorted(np.asarray(inst.tier_caps), notional[rows], side="left")
-        over[rows] = t >= len(inst.tier_caps)
-        t = np.minimum(t, len(inst.tier_caps) - 1)
+        t = np.searchsorted(caps, notional[rows], side="left")
+        over[rows] = t >= len(caps)
+        t = np.minimum(t, len(caps) - 1)
         tier[rows] = t
-        mmr[rows] = np.asarray(inst.tier_mmr)[t]
-        amount[rows] = np.asarray(inst.tier_amount)[t]
+        mmr[rows] = rates[t]
+        amount[rows] = amounts[t]
     return tier, mmr, amount, over
 
 

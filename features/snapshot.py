@@ -25,7 +25,12 @@ import pandas as pd
 from liqrisk.features.instruments import Instrument
 from liqrisk.features.market import Market
 from liqrisk.features.market_features import MARKET_FEATURES, market_features
-from liqrisk.features.position import POSITION_FEATURES, group_starts, position_feature_arrays
+from liqrisk.features.position import (
+    POSITION_FEATURES,
+    group_starts,
+    is_isolated,
+    position_feature_arrays,
+)
 from liqrisk.features.replay import state_at_as_of
 
 IN_LIQUIDATION = "in liquidation at as_of"
@@ -39,6 +44,7 @@ SNAPSHOT_COLUMNS: tuple[str, ...] = (
 )
 # keys (``symbol``, ``as_of``, any index) -> ``MARKET_FEATURES`` on the same index
 MarketFeatures = Callable[[pd.DataFrame], pd.DataFrame]
+_MARKET_COLUMNS = list(MARKET_FEATURES)
 
 
 def snapshot_features(
@@ -73,13 +79,27 @@ def snapshot_features(
     -------
     DataFrame
         Feature values of ``error`` rows are whatever could be computed (NaN where nothing).
+
+    The row is :func:`join_snapshot` of :func:`position_snapshot` and the market features of
+    :func:`anchor_keys`, from the same helpers, but assembled as arrays into one frame: the
+    service calls this for a handful of accounts, where each intermediate frame would cost
+    more than the arithmetic.
     """
-    keys = anchor_keys(positions)
-    rows = position_snapshot(
-        market, instruments, positions, feature_horizon=feature_horizon, state=state
+    state = state if state is not None else state_at_as_of(market, instruments, positions)
+    account = positions["account"].to_numpy()
+    starts = group_starts(account)
+    index = state[1].index
+    anchor = _anchor_rows(positions, starts)
+    symbol = positions["symbol"].array[anchor]
+    found = market_part(
+        pd.DataFrame({"symbol": symbol, "as_of": positions["as_of"].array[anchor]}, index=index)
     )
-    table = join_snapshot(rows, market_part(keys[["symbol", "as_of"]]), keys, instruments)
-    return table[list(SNAPSHOT_COLUMNS)]
+    columns = {
+        **_position_columns(positions, account, starts, state, feature_horizon=feature_horizon),
+        **_market_columns(found, index),
+        **_symbol_columns(symbol, instruments),
+    }
+    return pd.DataFrame({c: columns[c] for c in SNAPSHOT_COLUMNS}, index=index)
 
 
 def market_features_from_bars(
@@ -95,19 +115,24 @@ def anchor_keys(positions: pd.DataFrame) -> pd.DataFrame:
     market features describe the account."""
     account = positions["account"].to_numpy()
     starts = group_starts(account)
-    size = positions["qty"].to_numpy(dtype=float) * np.abs(
-        positions["entry_price"].to_numpy(dtype=float)
-    )
-    largest = _first_largest(size, starts)
-    ids = _account_ids(positions, starts)
+    largest = _anchor_rows(positions, starts)
     return pd.DataFrame(
         {
             "as_of": positions["as_of"].array[largest],
             "symbol": positions["symbol"].array[largest],
-            "account_id": ids,
+            "account_id": _account_ids(positions, starts),
         },
         index=pd.Index(account[starts], name="account"),
     )
+
+
+def _anchor_rows(positions: pd.DataFrame, starts: np.ndarray) -> np.ndarray:
+    """Row of each account's anchor position: its largest by entry notional, the first of
+    equals (``starts``: the first row of each account)."""
+    size = positions["qty"].to_numpy(dtype=float) * np.abs(
+        positions["entry_price"].to_numpy(dtype=float)
+    )
+    return _first_largest(size, starts)
 
 
 def _first_largest(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -141,36 +166,51 @@ def position_snapshot(
 
     ``state`` is ``state_at_as_of(market, instruments, positions)``, computed here if not given.
     """
-    state, decided = state if state is not None else state_at_as_of(market, instruments, positions)
+    state = state if state is not None else state_at_as_of(market, instruments, positions)
+    account = positions["account"].to_numpy()
+    columns = _position_columns(
+        positions, account, group_starts(account), state, feature_horizon=feature_horizon
+    )
+    return pd.DataFrame(columns, index=state[1].index)
+
+
+def _position_columns(
+    positions: pd.DataFrame,
+    account: np.ndarray,
+    starts: np.ndarray,
+    state: tuple[pd.DataFrame, pd.DataFrame],
+    *,
+    feature_horizon: pd.Timedelta,
+) -> dict[str, pd.api.extensions.ExtensionArray | np.ndarray]:
+    """:func:`position_snapshot`'s columns, in order (``account``: the positions' accounts;
+    ``starts``: the first row of each)."""
+    known, decided = state
+    margin_mode = positions["margin_mode"].to_numpy()
     features = position_feature_arrays(
-        account=positions["account"].to_numpy(),
-        isolated=(positions["margin_mode"] == "isolated").to_numpy(),
-        tier=state["tier"].to_numpy(dtype=np.int64),
+        account=account,
+        isolated=is_isolated(margin_mode),
+        tier=known["tier"].to_numpy(dtype=np.int64),
         horizon_days=feature_horizon / pd.Timedelta(days=1),
         **{
             c: positions[c].to_numpy(dtype=float)
             for c in ("side", "qty", "entry_price", "collateral")
         },
         **{
-            c: state[c].to_numpy(dtype=float)
+            c: known[c].to_numpy(dtype=float)
             for c in ("price", "mmr", "amount", "sigma_d", "liquidity")
         },
     )
-    starts = group_starts(positions["account"].to_numpy())
     reason = decided["error"].to_numpy(dtype=object).copy()
     status = decided["status"].to_numpy(dtype=object)
     reason[status == "in_liquidation"] = IN_LIQUIDATION
-    return pd.DataFrame(
-        {
-            "account_id": _account_ids(positions, starts),
-            "as_of": positions["as_of"].array[starts],
-            "margin_mode": positions["margin_mode"].to_numpy()[starts],
-            **features,
-            "status": status,
-            "reason": reason,
-        },
-        index=decided.index,
-    )
+    return {
+        "account_id": _account_ids(positions, starts),
+        "as_of": positions["as_of"].array[starts],
+        "margin_mode": margin_mode[starts],
+        **features,
+        "status": status,
+        "reason": reason,
+    }
 
 
 def join_snapshot(
@@ -183,10 +223,27 @@ def join_snapshot(
     ``asset_class`` (all on the ``account`` index)."""
     if not (rows.index.equals(market_part.index) and rows.index.equals(keys.index)):
         market_part, keys = market_part.reindex(rows.index), keys.reindex(rows.index)
-    symbol = keys["symbol"].astype(str).to_numpy(dtype=object)
-    classes = {s: i.asset_class for s, i in instruments.items()}
-    asset_class = np.array([classes.get(s, np.nan) for s in symbol], dtype=object)
     extra = {c: market_part[c].to_numpy() for c in market_part.columns}
-    return pd.concat(
-        [rows, pd.DataFrame({**extra, "symbol": symbol, "asset_class": asset_class}, index=rows.index)], axis=1
-    )
+    extra |= _symbol_columns(keys["symbol"].array, instruments)
+    return pd.concat([rows, pd.DataFrame(extra, index=rows.index)], axis=1)
+
+
+def _symbol_columns(
+    symbol: pd.api.extensions.ExtensionArray, instruments: Mapping[str, Instrument]
+) -> dict[str, np.ndarray]:
+    """``symbol`` (as text) and its instrument's ``asset_class`` (NaN where none)."""
+    text = symbol.astype(str).to_numpy(dtype=object)
+    classes = [instruments.get(s) for s in text.tolist()]
+    asset_class = np.array([np.nan if i is None else i.asset_class for i in classes], dtype=object)
+    return {"symbol": text, "asset_class": asset_class}
+
+
+def _market_columns(found: pd.DataFrame, index: pd.Index) -> dict[str, np.ndarray]:
+    """``MARKET_FEATURES`` columns of a ``market_part`` answer, rows in ``index`` order (read as
+    one float64 array: per-column reads of 50-odd columns would cost more than the lookup)."""
+    if not found.index.equals(index):
+        found = found.reindex(index)
+    if found.columns.tolist() != _MARKET_COLUMNS:
+        found = found[_MARKET_COLUMNS]
+    values = found.to_numpy(dtype=np.float64)
+    return {c: values[:, j] for j, c in enumerate(_MARKET_COLUMNS)}

@@ -47,6 +47,8 @@ from liqrisk.features.schema import BARS_COLUMNS
 
 VALUES: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 MAX_CACHED_AS_OF = 2048  # market-feature rows kept per symbol (LRU)
+_MARKET_COLUMNS = list(MARKET_FEATURES)
+_NAT = np.datetime64("NaT").astype("datetime64[us]").view(np.int64)  # NaT, as int64 us
 _TS = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -144,16 +146,18 @@ class MarketView:
         """``MARKET_FEATURES`` of ``(symbol, as_of)`` keys, aligned with ``keys``: the values of
         ``liqrisk.features.market_features.market_features`` on these bars, from the caches."""
         values = np.full((len(keys), len(MARKET_FEATURES)), np.nan)
-        symbol = keys["symbol"].astype(str).to_numpy()
-        as_of = pd.to_datetime(keys["as_of"], utc=True)
-        known = as_of.notna().to_numpy()
-        t = to_us(as_of.where(known, pd.Timestamp(0, tz="UTC")))
-        for name in pd.unique(symbol[known]):
+        symbol = keys["symbol"].array.astype(str).to_numpy(dtype=object)  # as Series.astype(str)
+        as_of = keys["as_of"]
+        if not isinstance(as_of.dtype, pd.DatetimeTZDtype):
+            as_of = pd.to_datetime(as_of, utc=True)
+        t = to_us(as_of)
+        known = t != _NAT
+        for name in dict.fromkeys(symbol[known].tolist()):
             held = self._symbols.get(name)
             if held is not None:
                 rows = np.flatnonzero(known & (symbol == name))
                 values[rows] = held.at(t[rows])
-        return pd.DataFrame(values, index=keys.index, columns=list(MARKET_FEATURES))
+        return pd.DataFrame(values, index=keys.index, columns=_MARKET_COLUMNS)
 
 
 class MarketState:

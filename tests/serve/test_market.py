@@ -12,6 +12,7 @@ from api_support import write_market
 
 from liqrisk.features.errors import InputError
 from liqrisk.features.market_features import market_features
+from liqrisk.features.replay import state_at_as_of
 from liqrisk.serve.market import MarketState
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -107,6 +108,44 @@ def test_a_new_symbol_with_an_instrument_can_start_by_append(data_dir: Path):
     first = next_bars(state, "ETHUSDT", 2).assign(symbol="SOLUSDT")
     assert state.append(first) == 2
     assert "SOLUSDT" in state.symbols()
+
+
+def test_an_append_is_priced_on_its_own_version_whatever_was_kept_with_the_last(data_dir: Path):
+    # a symbol that sorts first renumbers every other symbol of the next version's market
+    instruments = json.loads((data_dir / "instruments.json").read_text())
+    instruments["AAVEUSDT"] = {"asset_class": "crypto", "depth_notional": 1e8}
+    (data_dir / "instruments.json").write_text(json.dumps(instruments))
+    state = MarketState.load(data_dir)
+    before = state.view()
+    eth = pd.DataFrame(
+        {
+            "account": [0],
+            "as_of": pd.Series([before.latest], dtype="datetime64[us, UTC]"),
+            "margin_mode": "cross",
+            "collateral": 1e6,
+            "symbol": "ETHUSDT",
+            "side": 1,
+            "qty": 1.0,
+            "entry_price": 2_500.0,
+        }
+    )
+    old_price = state_at_as_of(before.market, state.instruments, eth)[0]["price"].iat[0]
+    old_features = before.market_features(eth[["symbol", "as_of"]])
+
+    added = next_bars(state, "ETHUSDT", 3, move=0.05)
+    state.append(pd.concat([added, added.assign(symbol="AAVEUSDT")], ignore_index=True))
+    after = state.view()
+    later = eth.assign(as_of=pd.Series([after.latest], dtype="datetime64[us, UTC]"))
+
+    assert after.market.symbols[0] == "AAVEUSDT"
+    price = state_at_as_of(after.market, state.instruments, later)[0]["price"].iat[0]
+    assert price == added["close"].iat[-1] != old_price
+    bars = pd.concat([after.bars_of(s) for s in after.symbols()], ignore_index=True)
+    keys = later[["symbol", "as_of"]]
+    pd.testing.assert_frame_equal(after.market_features(keys), market_features(bars, {}, keys))
+    # the previous version answers as it did
+    assert state_at_as_of(before.market, state.instruments, eth)[0]["price"].iat[0] == old_price
+    pd.testing.assert_frame_equal(before.market_features(eth[["symbol", "as_of"]]), old_features)
 
 
 BAD_BARS = {
