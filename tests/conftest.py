@@ -14,9 +14,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 from mlflow.tracking import MlflowClient
 
 from liqrisk.pipelines.cli import main
+
+# No timed assertions: Hypothesis' per-example deadline (200 ms) failed a correct test on a
+# loaded 2-core machine. Speed is measured in bench/, not asserted here.
+settings.register_profile("liqrisk", deadline=None)
+settings.load_profile("liqrisk")
 
 RunReplay = Callable[..., pd.DataFrame]
 
