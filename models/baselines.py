@@ -127,11 +127,20 @@ def leverage_rule(
         ``score`` (float; NaN where leverage is NaN or the asset class has no cap) and
         ``warn`` (bool; ``score > 1``, False where the score is NaN).
     """
-    cap = np.array(
-        [caps.get(c, np.nan) for c in table["asset_class"].to_numpy(dtype=object)], dtype=np.float64
+    score = leverage_score(
+        table["leverage"].to_numpy(dtype=np.float64, na_value=np.nan),
+        table["asset_class"].to_numpy(dtype=object),
+        caps=caps,
     )
-    score = table["leverage"].to_numpy(dtype=np.float64, na_value=np.nan) / cap
     return pd.DataFrame({"score": score, "warn": score > 1.0}, index=table.index)
+
+
+def leverage_score(
+    leverage: np.ndarray, asset_class: np.ndarray, *, caps: Mapping[str, float] = DEFAULT_LEVERAGE_CAPS
+) -> NDArray[np.float64]:
+    """:func:`leverage_rule`'s score on arrays: ``leverage / caps[asset_class]`` (NaN without a cap)."""
+    cap = np.array([caps.get(c, np.nan) for c in asset_class], dtype=np.float64)
+    return np.asarray(leverage, dtype=np.float64) / cap
 
 
 def log_barrier(distance: ArrayLike, *, short: ArrayLike = False) -> NDArray[np.float64]:

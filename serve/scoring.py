@@ -58,9 +58,10 @@ from liqrisk.features.margin import (
     maintenance_margin,
     replay_units,
 )
+from liqrisk.features.position import is_isolated
 from liqrisk.features.replay import state_at_as_of
 from liqrisk.features.snapshot import snapshot_features
-from liqrisk.models.baselines import leverage_rule, margin_ratio_warning
+from liqrisk.models.baselines import leverage_score, margin_ratio_warning
 from liqrisk.models.bundle import RiskModel, contributions
 from liqrisk.models.fastpath import lightgbm_matrix
 from liqrisk.models.reasons import top_reasons
@@ -152,7 +153,7 @@ class Scorer:
         default = parse_as_of(as_of, field="as_of") if as_of is not None else view.latest
         raws = [with_default_as_of(a, default) for a in accounts]
         snaps = snapshots_from_dicts(raws)
-        table = snaps.accounts.set_index("account")
+        table = snaps.accounts  # row i is the account of code i
         errors = _errors(table, raws, view)
         codes = snaps.positions["account"].to_numpy()  # accounts are numbered 0..n-1 in order
         valid = np.array([e == "" for e in errors], dtype=bool)[codes]
@@ -192,8 +193,9 @@ class Scorer:
             market_part=view.market_features,
             state=state,
         )
-        ok = table[table["status"] == "ok"]
-        priced = table[table["status"] != "error"]
+        status = table["status"].to_numpy(dtype=object)
+        ok = _rows_where(table, status == "ok")
+        priced = _rows_where(table, status != "error")
         baseline = _baselines(priced, positions, state[0]) if len(priced) else {}
         X = model_frame(ok) if len(ok) else None
         matrix = lightgbm_matrix(X) if X is not None else None
@@ -365,6 +367,11 @@ def _account_id(raw: Any, text: str) -> str | None:
     return text or None
 
 
+def _rows_where(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """``table[keep]``, or ``table`` itself when every row is kept (the common case, for free)."""
+    return table if keep.all() else table[keep]
+
+
 # --- what-if --------------------------------------------------------------------------------
 
 
@@ -374,7 +381,7 @@ def _changed(
     """The positions after cutting every quantity by ``cut`` (P&L of the closed part realised
     into collateral at ``price``) and adding ``add_collateral`` (module docstring)."""
     out = positions.copy()
-    isolated = (out["margin_mode"] == "isolated").to_numpy()
+    isolated = is_isolated(out["margin_mode"])
     side, qty, entry = (out[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price"))
     collateral = out["collateral"].to_numpy(dtype=float).copy()
     account = out["account"].to_numpy()
@@ -399,9 +406,9 @@ def _baselines(
 ) -> dict[int, dict[str, Any]]:
     """The rule view of each account of ``table`` (index account) from its positions at the last close."""
     keep = positions["account"].isin(table.index).to_numpy()
-    p, s = positions[keep], state[keep]
+    p, s = (positions, state) if keep.all() else (positions[keep], state[keep])
     account = p["account"].to_numpy()
-    isolated = (p["margin_mode"] == "isolated").to_numpy()
+    isolated = is_isolated(p["margin_mode"])
     symbol = p["symbol"].astype(str).to_numpy()
     side, qty, entry, collateral = (
         p[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price", "collateral")
@@ -460,7 +467,9 @@ def _baselines(
     }
     values = {k: _numbers(column) for k, column in columns.items()}
     values["margin_call"] = margin_ratio_warning(columns["margin_ratio"]).tolist()
-    values["over_leverage_cap"] = leverage_rule(rows)["warn"].tolist()
+    values["over_leverage_cap"] = (
+        leverage_score(columns["leverage"], rows["asset_class"].to_numpy(dtype=object)) > 1.0
+    ).tolist()
     listed = {
         "symbol": symbol.tolist(),
         "side": side.astype(int).tolist(),
