@@ -12,7 +12,6 @@ is non-decreasing in the horizon (a running maximum over sorted horizons). Expec
 shortfall is PD × LGD × EAD (:mod:`liqrisk.models.shortfall`).
 """
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +25,13 @@ from sklearn.pipeline import Pipeline
 
 from liqrisk.features.durations import parse_duration
 from liqrisk.models.fastpath import (
+    Layout,
     calibrated_probability,
+    column_index,
+    design_owners,
     fitted_booster,
     lightgbm_matrix,
-    logistic_design,
+    logistic_plan,
     threads,
 )
 from liqrisk.models.shortfall import Severity, expected_shortfall, exposure
@@ -85,19 +87,20 @@ class RiskModel:
         ``lightgbm_matrix``, when the caller has them."""
         X = model_frame(table) if frame is None else frame
         matrix = lightgbm_matrix(X) if matrix is None else matrix
+        layout = Layout.of(X)
         notional = exposure(table)
-        p_liq = np.column_stack([self._proba(f"liquidated_{h}", X, matrix) for h in self.horizons])
-        p_neg = np.column_stack([self._proba(f"negative_{h}", X, matrix) for h in self.horizons])
-        p_neg = np.maximum.accumulate(p_neg, axis=1)
+        p_liq = self._probabilities("liquidated", X, layout, matrix)
+        p_neg = np.maximum.accumulate(self._probabilities("negative", X, layout, matrix), axis=1)
         p_liq = np.maximum.accumulate(np.maximum(p_liq, p_neg), axis=1)
-        out: dict[str, np.ndarray] = {}
-        for k, h in enumerate(self.horizons):
-            out[f"p_liquidated_{h}"] = p_liq[:, k]
-            out[f"p_negative_{h}"] = p_neg[:, k]
-            out[f"expected_shortfall_{h}"] = expected_shortfall(
-                p_neg[:, k], self._severity(h, X, matrix), notional
-            )
-        return pd.DataFrame(out, index=table.index)
+        shortfall = np.column_stack(
+            [
+                expected_shortfall(p_neg[:, k], self._severity(h, X, layout, matrix), notional)
+                for k, h in enumerate(self.horizons)
+            ]
+        )
+        # (row, horizon, output) -> one row of :attr:`outputs`; one frame built from one array
+        values = np.stack([p_liq, p_neg, shortfall], axis=2).reshape(len(X), len(self.outputs))
+        return pd.DataFrame(values, columns=column_index(self.outputs), index=table.index)
 
     def contributions(self, table: pd.DataFrame, label: str) -> pd.DataFrame | None:
         """Each feature's push on ``label``'s log-odds (uncalibrated classifier), plus :data:`BIAS`;
@@ -141,28 +144,35 @@ class RiskModel:
             if severity.regressor is not None:
                 severity.regressor.set_params(n_jobs=n)
 
-    def _proba(self, label: str, X: pd.DataFrame, matrix: np.ndarray | None = None) -> np.ndarray:
+    def _probabilities(
+        self, event: str, X: pd.DataFrame, layout: Layout, matrix: np.ndarray
+    ) -> np.ndarray:
+        """The calibrated P(``event``) per row (rows) and horizon (columns, in order)."""
+        return np.column_stack(
+            [self._proba(f"{event}_{h}", X, layout, matrix) for h in self.horizons]
+        )
+
+    def _proba(
+        self, label: str, X: pd.DataFrame, layout: Layout, matrix: np.ndarray
+    ) -> np.ndarray:
         """The calibrated P(event): from the fitted parts where :mod:`liqrisk.models.fastpath`
         knows the model, else scikit-learn's ``predict_proba``. Both give the same numbers; the
         first skips milliseconds of per-call checks, which a service answering one account
         would pay for every classifier."""
         classifier = self.classifiers[label]
-        if matrix is not None:
-            fast = calibrated_probability(classifier, X, matrix)
-            if fast is not None:
-                return fast
-        return classifier.predict_proba(X)[:, 1]
+        fast = calibrated_probability(classifier, layout, matrix)
+        return classifier.predict_proba(X)[:, 1] if fast is None else fast
 
     def _severity(
-        self, horizon: str, X: pd.DataFrame, matrix: np.ndarray | None = None
+        self, horizon: str, X: pd.DataFrame, layout: Layout, matrix: np.ndarray
     ) -> np.ndarray:
         severity = self.severity[horizon]
         booster = (
-            fitted_booster(severity.regressor, X)
+            fitted_booster(severity.regressor, layout)
             if isinstance(severity.regressor, lgb.LGBMRegressor)
             else None
         )
-        if matrix is None or booster is None:
+        if booster is None:
             return severity.predict(X)
         # LGBMRegressor.predict: the booster's output (identity link for objective="regression")
         return (
@@ -181,44 +191,43 @@ def contributions(
     summed back onto the input feature (its scaled value, its missing indicator, the one-hot
     columns of ``asset_class``), with the intercept as :data:`BIAS`. Other models: None.
     """
-    matrix = lightgbm_matrix(X) if matrix is None else matrix
+    layout = Layout.of(X)
     if isinstance(model, lgb.LGBMClassifier):
-        booster = fitted_booster(
-            model, X
-        )  # the booster on the matrix the frame becomes: the same numbers, faster
-        values = (
-            model.predict(X, pred_contrib=True)
-            if booster is None
-            else booster.predict(matrix, pred_contrib=True, num_threads=threads(model))
-        )
-        return pd.DataFrame(values, columns=[*X.columns, BIAS], index=X.index)
-    if isinstance(model, Pipeline) and isinstance(model[-1], LogisticRegression):
-        prep, logit = model[:-1], model[-1]
-        design = logistic_design(model, X, matrix)
-        design = np.asarray(prep.transform(X), dtype=float) if design is None else design
-        owners = _owners(tuple(prep.get_feature_names_out()), tuple(X.columns))
-        pushes = np.zeros((len(X.columns) + 1, len(X)))
-        np.add.at(pushes, owners, (design * logit.coef_[0]).T)
-        pushes[-1] = float(logit.intercept_[0])
-        return pd.DataFrame(pushes.T, columns=[*X.columns, BIAS], index=X.index)
-    return None
+        values = _tree_contributions(model, X, layout, matrix)
+    elif isinstance(model, Pipeline) and isinstance(model[-1], LogisticRegression):
+        values = _logistic_contributions(model, X, layout, matrix)
+    else:
+        return None
+    return pd.DataFrame(values, columns=column_index((*layout.columns, BIAS)), index=X.index)
 
 
-@functools.cache
-def _owners(transformed: tuple[str, ...], inputs: tuple[str, ...]) -> np.ndarray:
-    """Position in ``inputs`` of the input feature behind each transformed column."""
-    columns = pd.Index(inputs)
-    return np.array(
-        [columns.get_loc(_input_feature(name, columns)) for name in transformed], dtype=np.intp
-    )
+def _tree_contributions(
+    model: lgb.LGBMClassifier, X: pd.DataFrame, layout: Layout, matrix: np.ndarray | None
+) -> np.ndarray:
+    booster = fitted_booster(model, layout)  # the booster on the matrix the frame becomes: faster
+    if booster is None:
+        return model.predict(X, pred_contrib=True)
+    matrix = lightgbm_matrix(X) if matrix is None else matrix
+    return booster.predict(matrix, pred_contrib=True, num_threads=threads(model))
 
 
-def _input_feature(transformed: str, inputs: pd.Index) -> str:
-    # "num__leverage", "num__missingindicator_leverage", "cat__asset_class_crypto" -> the input column
-    name = transformed.split("__", 1)[1].removeprefix("missingindicator_")
-    if name in inputs:
-        return name
-    return next(c for c in inputs if name.startswith(f"{c}_"))
+def _logistic_contributions(
+    model: Pipeline, X: pd.DataFrame, layout: Layout, matrix: np.ndarray | None
+) -> np.ndarray:
+    """(rows, inputs + bias): ``coef × design`` summed onto each design column's input."""
+    plan = logistic_plan(model, layout)
+    if plan is None:
+        prep = model[:-1]
+        design = np.asarray(prep.transform(X), dtype=float)
+        owners = design_owners(tuple(prep.get_feature_names_out()), layout.columns)
+    else:
+        design = plan.design(lightgbm_matrix(X) if matrix is None else matrix)
+        owners = plan.owners
+    logit = model[-1]
+    pushes = np.zeros((len(layout.columns) + 1, len(X)))
+    np.add.at(pushes, owners, (design * logit.coef_[0]).T)
+    pushes[-1] = float(logit.intercept_[0])
+    return pushes.T
 
 
 class RiskModelPyfunc(mlflow.pyfunc.PythonModel):

@@ -93,13 +93,15 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, *, k: int) ->
 
     ``values`` is the model's input frame (``model_frame``) on the same rows.
     """
-    features = [c for c in contributions.columns if c != BIAS]
-    push = contributions[features].to_numpy(dtype=float)
+    names = contributions.columns.tolist()
+    kept = [i for i, c in enumerate(names) if c != BIAS]
+    features = [names[i] for i in kept]
+    push = contributions.to_numpy(dtype=float)[:, kept]
     k = min(k, len(features))
     if k <= 0 or len(push) == 0:
         return [[] for _ in range(len(push))]
     order = np.argsort(-np.abs(push), axis=1, kind="stable")[:, :k]
-    inputs = values[features]
+    where = _positions(values, features)
     out = []
     for i, picks in enumerate(order):
         out.append(
@@ -108,12 +110,21 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, *, k: int) ->
                     "feature": features[j],
                     "description": REASON_WORDS.get(features[j], features[j]),
                     "contribution": float(push[i, j]),
-                    "value": _plain(inputs.iat[i, j]),
+                    "value": _plain(values.iat[i, where[j]]),
                 }
                 for j in picks
             ]
         )
     return out
+
+
+def _positions(values: pd.DataFrame, features: list[str]) -> list[int]:
+    """Column position of each feature in ``values``; ``KeyError`` naming any it lacks."""
+    position = {c: i for i, c in enumerate(values.columns.tolist())}
+    missing = [c for c in features if c not in position]
+    if missing:
+        raise KeyError(f"top_reasons: values lack column(s) {missing}")
+    return [position[c] for c in features]
 
 
 def _plain(value: Any) -> float | str | None:

@@ -43,6 +43,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from liqrisk.features.market_features import MARKET_FEATURES
 from liqrisk.features.position import POSITION_FEATURES
 from liqrisk.models.baselines import structural_probabilities
+from liqrisk.models.fastpath import column_index
 from liqrisk.models.splits import Split
 
 ASSET_CLASSES: tuple[str, ...] = ("commodity", "crypto", "equity", "fx", "index")
@@ -57,6 +58,7 @@ STRUCTURAL_HORIZONS: dict[str, pd.Timedelta] = {
 DERIVED: tuple[str, ...] = tuple(f"fp_{b}_{h}" for h in STRUCTURAL_HORIZONS for b in ("liq", "bankrupt"))
 FEATURES: tuple[str, ...] = (*NUMERIC, *DERIVED, CATEGORICAL)  # the model's columns, in order
 ASSET_CLASS_DTYPE = pd.CategoricalDtype(list(ASSET_CLASSES), ordered=False)
+_ASSET_CLASS_CODES = {name: code for code, name in enumerate(ASSET_CLASSES)}
 
 # +1: the score never falls as the feature rises (everything else fixed); -1: never rises.
 MONOTONE: dict[str, int] = {
@@ -91,21 +93,34 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
 
     Reads the :data:`INPUTS` columns of ``table`` and adds :data:`DERIVED` (the structural
     baseline's probabilities). Raises ``KeyError`` naming the missing input columns.
+    The frame is built from one float array and one categorical column (a service calls this
+    for a single account, where each pandas operation costs more than the arithmetic).
     """
-    missing = [c for c in INPUTS if c not in table.columns]
+    position = {c: i for i, c in enumerate(table.columns.tolist())}
+    missing = [c for c in INPUTS if c not in position]
     if missing:
         raise KeyError(f"model_frame: table lacks feature column(s) {missing}")
-    values = table[list(NUMERIC)].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    given = dict(zip(NUMERIC, values.T, strict=True))
-    derived = {}
-    for h, horizon in STRUCTURAL_HORIZONS.items():  # from the values as given (inf included)
-        derived[f"fp_liq_{h}"], derived[f"fp_bankrupt_{h}"] = structural_probabilities(given, horizon=horizon)
-    values[np.isinf(values)] = np.nan
-    raw = np.asarray(table[CATEGORICAL].to_numpy(), dtype=object)
-    asset_class = pd.Categorical(raw, dtype=ASSET_CLASS_DTYPE)  # a class not in the list: NaN
-    return pd.DataFrame(
-        {**dict(zip(NUMERIC, values.T, strict=True)), **derived, CATEGORICAL: asset_class}, index=table.index
+    values = table.take([position[c] for c in NUMERIC], axis=1).to_numpy(
+        dtype=np.float64, na_value=np.nan, copy=True
     )
+    given = dict(zip(NUMERIC, values.T, strict=True))
+    derived = [  # from the values as given (inf included), in DERIVED order
+        p
+        for horizon in STRUCTURAL_HORIZONS.values()
+        for p in structural_probabilities(given, horizon=horizon)
+    ]
+    values[np.isinf(values)] = np.nan
+    frame = pd.DataFrame(
+        np.column_stack([values, *derived]), columns=column_index(FEATURES[:-1]), index=table.index
+    )
+    frame.insert(len(FEATURES) - 1, CATEGORICAL, _asset_class(table.iloc[:, position[CATEGORICAL]]))
+    return frame
+
+
+def _asset_class(raw: pd.Series) -> pd.Categorical:
+    """``raw`` as :data:`ASSET_CLASS_DTYPE`: a class not in the list (or missing) is NaN."""
+    codes = [_ASSET_CLASS_CODES.get(value, -1) for value in raw.tolist()]
+    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8), dtype=ASSET_CLASS_DTYPE)
 
 
 def monotone_vector(columns: list[str] | tuple[str, ...] = FEATURES) -> list[int]:

@@ -1,3 +1,4 @@
+import pickle
 from collections.abc import Callable
 
 import mlflow
@@ -14,11 +15,23 @@ from liqrisk.models.bundle import (
     input_example,
     requirements,
 )
-from liqrisk.models.fastpath import calibrated_probability, lightgbm_matrix, logistic_design
+from liqrisk.models.fastpath import (
+    Layout,
+    calibrated_probability,
+    lightgbm_matrix,
+    logistic_design,
+)
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import walk_forward_splits
 from liqrisk.models.tracking import configure_tracking
-from liqrisk.models.train import FEATURES, calibrate, model_frame, train_split, uncalibrated
+from liqrisk.models.train import (
+    FEATURES,
+    calibrate,
+    fit_logistic,
+    model_frame,
+    train_split,
+    uncalibrated,
+)
 
 HORIZONS = ("1h", "24h", "7d")
 
@@ -124,17 +137,22 @@ def test_probabilities_from_the_fitted_parts_are_scikit_learns(table, fitted, ki
     X = X.assign(leverage=X["leverage"].mask(X.index % 5 == 0))  # and missing numbers
     matrix = lightgbm_matrix(X)
     np.testing.assert_allclose(
-        calibrated_probability(classifier, X, matrix), classifier.predict_proba(X)[:, 1], rtol=1e-13, atol=1e-15
+        calibrated_probability(classifier, Layout.of(X), matrix),
+        classifier.predict_proba(X)[:, 1],
+        rtol=1e-13,
+        atol=1e-15,
     )
     if kind == "logistic":
-        np.testing.assert_allclose(logistic_design(raw, X, matrix), raw[:-1].transform(X), rtol=0, atol=1e-15)
+        np.testing.assert_allclose(
+            logistic_design(raw, Layout.of(X), matrix), raw[:-1].transform(X), rtol=0, atol=1e-15
+        )
 
 
 def test_a_model_the_fast_path_does_not_know_is_left_to_scikit_learn(table) -> None:
     split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
     hist_gb = train_split(table, split, label="liquidated_24h", seed=0, n_estimators=20, models=("hist_gb",))
     X = model_frame(table)
-    assert calibrated_probability(hist_gb["hist_gb"], X, lightgbm_matrix(X)) is None
+    assert calibrated_probability(hist_gb["hist_gb"], Layout.of(X), lightgbm_matrix(X)) is None
 
 
 def test_threads_do_not_change_the_predictions(table, fitted) -> None:
@@ -142,3 +160,49 @@ def test_threads_do_not_change_the_predictions(table, fitted) -> None:
     before = model.predict(table)
     model.set_threads(1)
     pd.testing.assert_frame_equal(model.predict(table), before, check_exact=True)
+
+
+def test_predicting_leaves_the_pickled_model_unchanged(table, fitted) -> None:
+    # the fast path's constants live beside the fitted objects, never in a RiskModel's state:
+    # a model pickled before they existed loads and predicts as one pickled after
+    model = _model(table, fitted, "logistic")
+    before = pickle.dumps(model)
+    out = model.predict(table)
+    assert pickle.dumps(model) == before
+    pd.testing.assert_frame_equal(pickle.loads(before).predict(table), out, check_exact=True)
+
+
+def test_the_fast_path_follows_the_column_order_of_the_frame(table, fitted) -> None:
+    classifier = fitted["negative_24h"]["logistic"]
+    X = model_frame(table.iloc[:200])
+    shuffled = X[list(reversed(X.columns))]
+    for frame in (X, shuffled, X):  # a second layout for the same pipeline, then the first again
+        np.testing.assert_allclose(
+            calibrated_probability(classifier, Layout.of(frame), lightgbm_matrix(frame)),
+            classifier.predict_proba(frame)[:, 1],
+            rtol=1e-13,
+            atol=1e-15,
+        )
+
+
+def test_a_refitted_logistic_pipeline_gets_new_constants(table) -> None:
+    X = model_frame(table)
+    y = table["negative_24h"].to_numpy(bool)
+    model = fit_logistic(X.iloc[:2000], y[:2000], seed=0)
+    layout, matrix = Layout.of(X), lightgbm_matrix(X)
+    logistic_design(model, layout, matrix)
+    model.fit(X.iloc[2000:], y[2000:])
+    np.testing.assert_allclose(
+        logistic_design(model, layout, matrix), model[:-1].transform(X), rtol=0, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "logistic"])
+def test_renaming_the_columns_of_one_result_leaves_the_next_alone(table, fitted, kind) -> None:
+    model = _model(table, fitted, kind)
+    X = model_frame(table.iloc[:5])
+    first, parts = model.predict(table.iloc[:5]), contributions(uncalibrated(model.classifiers["negative_1h"]), X)
+    first.columns.name, parts.columns.name, X.columns.name = "mine", "mine", "mine"
+    assert model.predict(table.iloc[:5]).columns.name is None
+    assert contributions(uncalibrated(model.classifiers["negative_1h"]), X).columns.name is None
+    assert model_frame(table.iloc[:5]).columns.name is None

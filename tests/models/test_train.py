@@ -63,6 +63,47 @@ def test_model_frame_types(table: pd.DataFrame) -> None:
     assert X["margin_ratio"].isna().sum() == np.isinf(table["margin_ratio"]).sum()
 
 
+def _model_frame_by_column(table: pd.DataFrame) -> pd.DataFrame:
+    """model_frame as it was first written: one column at a time (the reference)."""
+    from liqrisk.models.baselines import structural_probabilities
+    from liqrisk.models.train import ASSET_CLASS_DTYPE, CATEGORICAL, STRUCTURAL_HORIZONS
+
+    values = table[list(NUMERIC)].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    given = dict(zip(NUMERIC, values.T, strict=True))
+    derived = {}
+    for h, horizon in STRUCTURAL_HORIZONS.items():
+        derived[f"fp_liq_{h}"], derived[f"fp_bankrupt_{h}"] = structural_probabilities(given, horizon=horizon)
+    values[np.isinf(values)] = np.nan
+    raw = np.asarray(table[CATEGORICAL].to_numpy(), dtype=object)
+    asset_class = pd.Categorical(raw, dtype=ASSET_CLASS_DTYPE)
+    return pd.DataFrame(
+        {**dict(zip(NUMERIC, values.T, strict=True)), **derived, CATEGORICAL: asset_class}, index=table.index
+    )
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 6000])
+@pytest.mark.filterwarnings("ignore:Constructing a Categorical:DeprecationWarning")
+def test_model_frame_is_the_frame_built_column_by_column(table: pd.DataFrame, rows: int) -> None:
+    odd = table.iloc[:rows].copy()
+    odd.index = odd.index * 3 + 11  # any index is kept
+    odd["asset_class"] = odd["asset_class"].astype(object)
+    odd.iloc[::2, odd.columns.get_loc("leverage")] = np.inf
+    odd.iloc[::3, odd.columns.get_loc("vol_1d")] = -np.inf
+    odd.iloc[::4, odd.columns.get_loc("margin_ratio")] = np.nan
+    odd.iloc[1::5, odd.columns.get_loc("asset_class")] = "rates"
+    odd.iloc[2::5, odd.columns.get_loc("asset_class")] = None
+    odd.iloc[3::5, odd.columns.get_loc("asset_class")] = np.nan
+    odd = odd[[*reversed(odd.columns)]]  # the frame's column order does not matter
+    pd.testing.assert_frame_equal(model_frame(odd), _model_frame_by_column(odd), check_exact=True)
+    as_category = odd.assign(asset_class=odd["asset_class"].astype("category"))
+    pd.testing.assert_frame_equal(model_frame(as_category), _model_frame_by_column(odd), check_exact=True)
+
+
+def test_model_frame_names_the_missing_inputs(table: pd.DataFrame) -> None:
+    with pytest.raises(KeyError, match="leverage"):
+        model_frame(table.drop(columns=["leverage"]))
+
+
 def test_early_stopping_rows_are_later_and_embargoed(table: pd.DataFrame, split) -> None:
     fit, valid = early_stopping_rows(table["as_of"], split.train, embargo=split.embargo)
     t = table["as_of"]

@@ -8,6 +8,7 @@ with ``survivors_only = False``: survivor selection (the default) changes the jo
 distribution on purpose (docs/generator.md, "Survivors").
 """
 
+import dataclasses
 from functools import cache
 from pathlib import Path
 
@@ -307,14 +308,8 @@ def test_draws_use_no_price_after_as_of():
     m = market("crypto_1h")
     cut = pd.Timestamp("2023-01-01", tz="UTC").value // 1000
     later = m.done > cut
-    shocked = m.__class__(
-        **{
-            **m.__dict__,
-            **{
-                k: np.where(later, getattr(m, k) * 1.5, getattr(m, k))
-                for k in ("open", "high", "low", "close")
-            },
-        }
+    shocked = dataclasses.replace(
+        m, **{k: np.where(later, getattr(m, k) * 1.5, getattr(m, k)) for k in ("open", "high", "low", "close")}
     )
     kw = {"n_accounts": 2000, "seed": 4}
     config = GeneratorConfig.from_dict({"survivors_only": False})
