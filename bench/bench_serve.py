@@ -230,11 +230,11 @@ def main() -> int:
     finally:
         reference.terminate()
         reference.wait(30)
-    report(results)
+    report(results, rate=args.rate)
     return 0
 
 
-def report(results: dict) -> None:
+def report(results: dict, *, rate: float) -> None:
     print(f"{'server':22} {'case':34} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for server, cases in results.items():
         for case, s in cases.items():
@@ -243,6 +243,32 @@ def report(results: dict) -> None:
     ours, ref = results["liqrisk serve"], results["mlflow models serve"]
     for case in ours:
         print(f"throughput ratio, {case}: {ours[case]['per_s'] / ref[case]['per_s']:.2f}x the reference")
+    print("\ntargets (issue 6, 2 cores):")
+    for what, met in targets(ours, ref, rate=rate):
+        print(f"  {'met    ' if met else 'NOT MET'}  {what}")
+
+
+def targets(ours: dict, ref: dict, *, rate: float) -> list[tuple[str, bool]]:
+    """The issue's targets, each with whether this run met it."""
+    single, batch = ours["single, open loop"], ours["batch of 1,000"]
+    capacity = "single, closed loop (8 clients)"
+    ratios = {case: ours[case]["per_s"] / ref[case]["per_s"] for case in ours}
+    return [
+        (
+            f"single account at {rate:.0f} requests/s: p99 {single['p99_ms']:.1f} ms < 25 ms, "
+            f"rate reached {single['per_s']:.0f}/s, {single['errors']} errors",
+            single["p99_ms"] < 25 and single["per_s"] >= 0.98 * rate and single["errors"] == 0,
+        ),
+        (
+            f"batch of 1,000 accounts: p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms < 100 ms",
+            batch["p99_ms"] < 100 and batch["errors"] == 0,
+        ),
+        (f"single-account throughput >= 3x the reference: {ratios[capacity]:.2f}x", ratios[capacity] >= 3),
+        (
+            f"batch throughput >= 3x the reference: {ratios['batch of 1,000']:.2f}x",
+            ratios["batch of 1,000"] >= 3,
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -166,7 +166,8 @@ def _package_version() -> str:
         return "0"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """The running service's state (async: it never blocks, so no thread hop; see security.py)."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         raise NotReady("the service is starting")

@@ -9,7 +9,7 @@
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -25,8 +25,11 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> ServeSettings:
-    """The app's settings (``create_app`` stores them); override in tests if needed."""
+async def get_settings(request: Request) -> ServeSettings:
+    """The app's settings (``create_app`` stores them); override in tests if needed.
+
+    The dependencies here are ``async``: they never block, and FastAPI runs a plain ``def``
+    dependency in the thread pool, a thread hop per dependency per request."""
     return request.app.state.settings
 
 
@@ -45,7 +48,7 @@ def authenticate(presented: str | None, keys: list[ApiKey]) -> ApiKey | None:
     return found
 
 
-def require(scope: Scope) -> Callable[..., ApiKey]:
+def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that lets a request through only with a key holding ``scope``.
 
     Examples
@@ -53,7 +56,7 @@ def require(scope: Scope) -> Callable[..., ApiKey]:
     >>> @app.post("/v1/score", dependencies=[Depends(require(Scope.SCORE))])  # doctest: +SKIP
     """
 
-    def check(
+    async def check(
         settings: SettingsDep,
         presented: Annotated[str | None, Depends(api_key_header)],
     ) -> ApiKey:
