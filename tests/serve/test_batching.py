@@ -107,3 +107,92 @@ def test_a_job_the_runner_leaves_open_fails_instead_of_hanging() -> None:
 def test_max_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_size"):
         Batcher(lambda jobs: None, max_size=0)
+
+
+class TwoStages:
+    """A runner whose second stage (resolving the jobs) runs after the scorer is released: it
+    records when each stage of each batch starts and ends."""
+
+    def __init__(self, fail_second_on: object = None, leave_open: object = None) -> None:
+        self.fail_second_on = fail_second_on
+        self.leave_open = leave_open
+        self.spans: list[tuple[str, int, float, float]] = []
+        self.lock = threading.Lock()
+        self.count = 0
+
+    def __call__(self, jobs: Sequence[Job]):
+        with self.lock:
+            n = self.count
+            self.count += 1
+        t0 = time.perf_counter()
+        time.sleep(0.02)
+        self.spans.append(("first", n, t0, time.perf_counter()))
+
+        def second() -> None:
+            t1 = time.perf_counter()
+            time.sleep(0.06)  # longer than a first stage: the next batch must start meanwhile
+            self.spans.append(("second", n, t1, time.perf_counter()))
+            if any(j.payload == self.fail_second_on for j in jobs):
+                raise ValueError(f"second stage failed on {self.fail_second_on}")
+            for job in jobs:
+                if job.payload != self.leave_open:
+                    job.resolve(job.payload * 2)
+
+        return second
+
+
+def staggered(batcher: Batcher, payloads: list[int], gap: float = 0.01) -> list[object]:
+    """Submit each payload from its own thread, ``gap`` seconds apart; results or exceptions."""
+    out: list[object] = [None] * len(payloads)
+
+    def run(i: int) -> None:
+        try:
+            out[i] = batcher.submit(Job(payloads[i], size=1))
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(payloads))]
+    for t in threads:
+        t.start()
+        time.sleep(gap)
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_the_next_batch_runs_while_the_previous_one_finishes() -> None:
+    runner = TwoStages()
+    batcher = Batcher(runner, max_size=100)
+    assert staggered(batcher, list(range(12))) == [2 * i for i in range(12)]
+    firsts = sorted((n, a, b) for stage, n, a, b in runner.spans if stage == "first")
+    seconds = {n: (a, b) for stage, n, a, b in runner.spans if stage == "second"}
+    assert len(firsts) == len(seconds) >= 2
+    # first stages never overlap each other...
+    assert all(later[1] >= earlier[2] for earlier, later in zip(firsts, firsts[1:]))
+    # ...but some first stage ran while an earlier batch's second stage was still going
+    assert any(seconds[n][0] < a < seconds[n][1] for n, _, _ in firsts for _, a, _ in firsts[n + 1 :])
+
+
+def test_a_failing_second_stage_fails_its_batch_only() -> None:
+    runner = TwoStages(fail_second_on=0)
+    batcher = Batcher(runner, max_size=100)
+    results = staggered(batcher, [0, 1, 2, 3, 4, 5], gap=0.03)
+    assert isinstance(results[0], ValueError) and "second stage failed on 0" in str(results[0])
+    assert [r for r in results[1:] if not isinstance(r, ValueError)] != []  # later batches answered
+    assert batcher.submit(Job(7, size=1)) == 14
+
+
+def test_a_job_the_second_stage_leaves_open_fails_instead_of_hanging() -> None:
+    batcher = Batcher(TwoStages(leave_open=1), max_size=10)
+    with pytest.raises(RuntimeError, match="without a result"):
+        batcher.submit(Job(1, size=1))
+    assert batcher.submit(Job(2, size=1)) == 4
+
+
+def test_second_stages_run_one_at_a_time_in_batch_order() -> None:
+    runner = TwoStages()
+    batcher = Batcher(runner, max_size=100)
+    assert staggered(batcher, list(range(16)), gap=0.005) == [2 * i for i in range(16)]
+    seconds = sorted((a, b, n) for stage, n, a, b in runner.spans if stage == "second")
+    assert [n for _, _, n in seconds] == sorted(n for _, _, n in seconds)  # started in batch order
+    assert all(later[0] >= earlier[1] for earlier, later in zip(seconds, seconds[1:]))  # never together
