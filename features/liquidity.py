@@ -36,7 +36,7 @@ def impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> Impa
 
     Computed once per distinct (symbol, as_of): snapshots on a time grid share them.
     """
-    if len(sym) == 0:
+    if len(sym) <= 1:  # nothing to share (and a sort costs more than one position's inputs)
         return _impact_inputs(market, sym, as_of_us)
     order = np.lexsort((as_of_us, sym))
     s, t = sym[order], as_of_us[order]

@@ -145,6 +145,9 @@ def search_blocks(
     ``values`` is ``market.ts`` or ``market.done``; ``sym`` holds symbol codes.
     One vectorised search per symbol, never one per position.
     """
+    if len(sym) and (sym == sym[0]).all():  # one symbol (one position): no grouping needed
+        a, b = market.start[sym[0]], market.stop[sym[0]]
+        return (a + np.searchsorted(values[a:b], times, side=side)).astype(np.int64)
     out = np.empty(len(times), dtype=np.int64)
     order = np.argsort(sym, kind="stable")
     present, first = np.unique(sym[order], return_index=True)

@@ -18,12 +18,15 @@ Every value uses only bars complete at or before the account's as_of.
 """
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from liqrisk.features._frames import Columns, frame_from_arrays
 from liqrisk.features.instruments import Instrument
-from liqrisk.features.market import Market
+from liqrisk.features.market import Market, to_us
 from liqrisk.features.market_features import MARKET_FEATURES, market_features
 from liqrisk.features.position import (
     POSITION_FEATURES,
@@ -31,7 +34,7 @@ from liqrisk.features.position import (
     is_isolated,
     position_feature_arrays,
 )
-from liqrisk.features.replay import state_at_as_of
+from liqrisk.features.replay import EngineState, state_at_as_of
 
 IN_LIQUIDATION = "in liquidation at as_of"
 SNAPSHOT_KEYS: tuple[str, ...] = ("account_id", "as_of", "symbol", "asset_class", "margin_mode")
@@ -45,6 +48,18 @@ SNAPSHOT_COLUMNS: tuple[str, ...] = (
 # keys (``symbol``, ``as_of``, any index) -> ``MARKET_FEATURES`` on the same index
 MarketFeatures = Callable[[pd.DataFrame], pd.DataFrame]
 _MARKET_COLUMNS = list(MARKET_FEATURES)
+_SNAPSHOT_INDEX = Columns.of(SNAPSHOT_COLUMNS)
+
+
+class MarketFeatureRows(Protocol):
+    """A ``market_part`` that also answers on arrays (the service's caches): :func:`snapshot_features`
+    calls ``rows`` and builds no keys frame. Both must give the same values."""
+
+    def __call__(self, keys: pd.DataFrame) -> pd.DataFrame: ...
+
+    def rows(self, symbol: np.ndarray, as_of_us: np.ndarray) -> np.ndarray:
+        """``MARKET_FEATURES`` (columns, float64) of each ``symbol`` (text) at ``as_of_us`` (int64 µs)."""
+        ...
 
 
 def snapshot_features(
@@ -53,7 +68,7 @@ def snapshot_features(
     positions: pd.DataFrame,
     *,
     feature_horizon: pd.Timedelta,
-    market_part: MarketFeatures,
+    market_part: MarketFeatures | MarketFeatureRows,
     state: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """One row per account (index ``account``, in order of appearance) with ``SNAPSHOT_COLUMNS``.
@@ -86,20 +101,20 @@ def snapshot_features(
     more than the arithmetic.
     """
     state = state if state is not None else state_at_as_of(market, instruments, positions)
-    account = positions["account"].to_numpy()
+    read = _Read(positions, state)
+    account = read("account")
     starts = group_starts(account)
-    index = state[1].index
-    anchor = _anchor_rows(positions, starts)
+    index = read.account_index()
+    anchor = _first_largest(read("qty") * np.abs(read("entry_price")), starts)
     symbol = positions["symbol"].array[anchor]
-    found = market_part(
-        pd.DataFrame({"symbol": symbol, "as_of": positions["as_of"].array[anchor]}, index=index)
-    )
+    named = _symbol_columns(symbol, instruments)
+    keys = _Keys(symbol, named["symbol"], positions["as_of"].array[anchor], read("as_of_us")[anchor])
     columns = {
-        **_position_columns(positions, account, starts, state, feature_horizon=feature_horizon),
-        **_market_columns(found, index),
-        **_symbol_columns(symbol, instruments),
+        **_position_columns(positions, read, starts, state, feature_horizon=feature_horizon),
+        **_market_columns(market_part, keys, index),
+        **named,
     }
-    return pd.DataFrame({c: columns[c] for c in SNAPSHOT_COLUMNS}, index=index)
+    return frame_from_arrays(columns, index=index, names=_SNAPSHOT_INDEX)
 
 
 def market_features_from_bars(
@@ -167,41 +182,34 @@ def position_snapshot(
     ``state`` is ``state_at_as_of(market, instruments, positions)``, computed here if not given.
     """
     state = state if state is not None else state_at_as_of(market, instruments, positions)
-    account = positions["account"].to_numpy()
+    read = _Read(positions, state)
     columns = _position_columns(
-        positions, account, group_starts(account), state, feature_horizon=feature_horizon
+        positions, read, group_starts(read("account")), state, feature_horizon=feature_horizon
     )
-    return pd.DataFrame(columns, index=state[1].index)
+    return pd.DataFrame(columns, index=read.account_index())
 
 
 def _position_columns(
     positions: pd.DataFrame,
-    account: np.ndarray,
+    read: "_Read",
     starts: np.ndarray,
     state: tuple[pd.DataFrame, pd.DataFrame],
     *,
     feature_horizon: pd.Timedelta,
 ) -> dict[str, pd.api.extensions.ExtensionArray | np.ndarray]:
-    """:func:`position_snapshot`'s columns, in order (``account``: the positions' accounts;
-    ``starts``: the first row of each)."""
-    known, decided = state
-    margin_mode = positions["margin_mode"].to_numpy()
+    """:func:`position_snapshot`'s columns, in order (``read``: the columns of ``positions``
+    and ``state``; ``starts``: the first row of each account)."""
+    margin_mode = read("margin_mode")
     features = position_feature_arrays(
-        account=account,
+        account=read("account"),
         isolated=is_isolated(margin_mode),
-        tier=known["tier"].to_numpy(dtype=np.int64),
+        tier=read.known("tier", np.int64),
         horizon_days=feature_horizon / pd.Timedelta(days=1),
-        **{
-            c: positions[c].to_numpy(dtype=float)
-            for c in ("side", "qty", "entry_price", "collateral")
-        },
-        **{
-            c: known[c].to_numpy(dtype=float)
-            for c in ("price", "mmr", "amount", "sigma_d", "liquidity")
-        },
+        **{c: read(c) for c in ("side", "qty", "entry_price", "collateral")},
+        **{c: read.known(c, np.float64) for c in ("price", "mmr", "amount", "sigma_d", "liquidity")},
     )
-    reason = decided["error"].to_numpy(dtype=object).copy()
-    status = decided["status"].to_numpy(dtype=object)
+    reason = read.decided("error", "account_error").copy()
+    status = read.decided("status", "status")
     reason[status == "in_liquidation"] = IN_LIQUIDATION
     return {
         "account_id": _account_ids(positions, starts),
@@ -211,6 +219,50 @@ def _position_columns(
         "status": status,
         "reason": reason,
     }
+
+
+class _Read:
+    """Columns of ``positions`` and of its engine state as numpy arrays: from the arrays an
+    :class:`~liqrisk.features.replay.EngineState` of the same positions holds, else read from
+    the frames (the same values; reading costs ~10 µs a column, most of one account's time)."""
+
+    _FLOAT = ("collateral", "side", "qty", "entry_price")
+
+    def __init__(self, positions: pd.DataFrame, state: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        self.positions = positions
+        self.state = state
+        self.held = state.arrays_of(positions) if isinstance(state, EngineState) else None
+
+    def __call__(self, column: str) -> np.ndarray:
+        """A column of ``positions``: ``account`` as it is, ``margin_mode`` as objects, ``as_of_us``
+        (``as_of`` as int64 µs), the others float64."""
+        if self.held is not None:
+            return self.held[column]
+        if column == "account":
+            return self.positions["account"].to_numpy()
+        if column == "margin_mode":
+            return self.positions["margin_mode"].to_numpy(dtype=object)
+        if column == "as_of_us":
+            return to_us(self.positions["as_of"])
+        return self.positions[column].to_numpy(dtype=np.float64)
+
+    def account_index(self) -> pd.Index:
+        """The per-account index (``account``)."""
+        if self.held is not None:
+            return self.state.account_index
+        return self.state[1].index
+
+    def known(self, column: str, dtype: type) -> np.ndarray:
+        """A column of the per-position state (``state[0]``)."""
+        if self.held is not None:
+            return self.held[column]
+        return self.state[0][column].to_numpy(dtype=dtype)
+
+    def decided(self, column: str, held_as: str) -> np.ndarray:
+        """A column of the per-account decisions (``state[1]``), as objects."""
+        if self.held is not None:
+            return self.held[held_as]
+        return self.state[1][column].to_numpy(dtype=object)
 
 
 def join_snapshot(
@@ -238,12 +290,30 @@ def _symbol_columns(
     return {"symbol": text, "asset_class": asset_class}
 
 
-def _market_columns(found: pd.DataFrame, index: pd.Index) -> dict[str, np.ndarray]:
-    """``MARKET_FEATURES`` columns of a ``market_part`` answer, rows in ``index`` order (read as
-    one float64 array: per-column reads of 50-odd columns would cost more than the lookup)."""
-    if not found.index.equals(index):
-        found = found.reindex(index)
-    if found.columns.tolist() != _MARKET_COLUMNS:
-        found = found[_MARKET_COLUMNS]
-    values = found.to_numpy(dtype=np.float64)
+@dataclass(frozen=True)
+class _Keys:
+    """The ``(symbol, as_of)`` keys of the anchors: as the positions hold them, and as text and µs."""
+
+    symbol: pd.api.extensions.ExtensionArray
+    text: np.ndarray
+    as_of: pd.api.extensions.ExtensionArray
+    as_of_us: np.ndarray
+
+
+def _market_columns(
+    market_part: MarketFeatures | MarketFeatureRows, keys: _Keys, index: pd.Index
+) -> dict[str, np.ndarray]:
+    """``MARKET_FEATURES`` columns of ``(symbol, as_of)`` keys (one per row of ``index``), from
+    ``market_part``'s ``rows`` where it has one, else from the frame it answers for a keys frame
+    (read as one float64 array: per-column reads of 50-odd columns would cost more than the lookup)."""
+    rows = getattr(market_part, "rows", None)
+    if rows is not None:
+        values = rows(keys.text, keys.as_of_us)
+    else:
+        found = market_part(pd.DataFrame({"symbol": keys.symbol, "as_of": keys.as_of}, index=index))
+        if not found.index.equals(index):
+            found = found.reindex(index)
+        if found.columns.tolist() != _MARKET_COLUMNS:
+            found = found[_MARKET_COLUMNS]
+        values = found.to_numpy(dtype=np.float64)
     return {c: values[:, j] for j, c in enumerate(_MARKET_COLUMNS)}

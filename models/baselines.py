@@ -39,7 +39,7 @@ weakest position while ``net_exposure`` is the account's. The volatility is that
 of the row's anchor ``symbol``.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -184,7 +184,11 @@ def first_passage_probability(
         NaN distance → NaN; ``d <= 0`` (already at or past the barrier) → 1 whatever
         σ; otherwise NaN σ or T → NaN; ``σ √T = 0`` → 0; a long with ``d >= 1`` → 0.
     """
-    b = log_barrier(distance, short=short)
+    return _first_passage_beyond(log_barrier(distance, short=short), sigma, horizon_days)
+
+
+def _first_passage_beyond(b: NDArray[np.float64], sigma: ArrayLike, horizon_days: ArrayLike) -> NDArray[np.float64]:
+    """:func:`first_passage_probability` of the log-distance ``b`` (:func:`log_barrier`)."""
     scale = np.asarray(sigma, dtype=float) * np.sqrt(np.asarray(horizon_days, dtype=float))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = b / scale  # b > 0, scale = 0 → inf → probability 0
@@ -220,7 +224,24 @@ def fat_tail_first_passage_probability(
     distance, sigma, horizon_days, short
         As :func:`first_passage_probability`.
     """
-    b = log_barrier(distance, short=short)
+    return _fat_tail_first_passage_beyond(
+        log_barrier(distance, short=short),
+        sigma,
+        horizon_days,
+        excess_kurtosis=excess_kurtosis,
+        bar_hours=bar_hours,
+    )
+
+
+def _fat_tail_first_passage_beyond(
+    b: NDArray[np.float64],
+    sigma: ArrayLike,
+    horizon_days: ArrayLike,
+    *,
+    excess_kurtosis: ArrayLike,
+    bar_hours: ArrayLike,
+) -> NDArray[np.float64]:
+    """:func:`fat_tail_first_passage_probability` of the log-distance ``b`` (:func:`log_barrier`)."""
     horizon = np.asarray(horizon_days, dtype=float)
     scale = np.asarray(sigma, dtype=float) * np.sqrt(horizon)
     bars_per_horizon = 24.0 * horizon / np.asarray(bar_hours, dtype=float)
@@ -288,23 +309,37 @@ def structural_probabilities(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(P(touch liquidation), P(touch bankruptcy)) of :func:`structural_baseline` (or, with
     ``fat_tails``, :func:`fat_tail_baseline`) from the feature columns as float arrays."""
-    days = pd.Timedelta(horizon) / pd.Timedelta(days=1)
+    return structural_probabilities_by_horizon(
+        columns, horizons=(horizon,), sigma_column=sigma_column, fat_tails=fat_tails
+    )[0]
+
+
+def structural_probabilities_by_horizon(
+    columns: Mapping[str, NDArray[np.float64]],
+    *,
+    horizons: Sequence[pd.Timedelta],
+    sigma_column: str = DEFAULT_SIGMA_COLUMN,
+    fat_tails: bool = False,
+) -> list[tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """:func:`structural_probabilities` at each of ``horizons``, in order. The barriers do not
+    depend on the horizon, so they are computed once (for one account, most of the cost)."""
     sigma = columns[sigma_column]
     short = columns["net_exposure"] < 0  # NaN compares False: long
+    barriers = [log_barrier(columns[c], short=short) for c in ("dist_liq_pct", "dist_bankrupt_pct")]
 
-    def probability(distance: NDArray[np.float64]) -> NDArray[np.float64]:
+    def probability(b: NDArray[np.float64], days: float) -> NDArray[np.float64]:
         if not fat_tails:
-            return first_passage_probability(distance, sigma, days, short=short)
-        return fat_tail_first_passage_probability(
-            distance,
-            sigma,
-            days,
-            excess_kurtosis=columns["kurt_30d"],
-            bar_hours=columns["bar_hours"],
-            short=short,
+            return _first_passage_beyond(b, sigma, days)
+        return _fat_tail_first_passage_beyond(
+            b, sigma, days, excess_kurtosis=columns["kurt_30d"], bar_hours=columns["bar_hours"]
         )
 
-    return probability(columns["dist_liq_pct"]), probability(columns["dist_bankrupt_pct"])
+    out = []
+    for horizon in horizons:
+        days = pd.Timedelta(horizon) / pd.Timedelta(days=1)
+        p_liq, p_bankrupt = (probability(b, days) for b in barriers)
+        out.append((p_liq, p_bankrupt))
+    return out
 
 
 def _clean(

@@ -40,10 +40,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from liqrisk.features._frames import Columns, frame_from_arrays
 from liqrisk.features.market_features import MARKET_FEATURES
 from liqrisk.features.position import POSITION_FEATURES
-from liqrisk.models.baselines import structural_probabilities
-from liqrisk.models.fastpath import column_index
+from liqrisk.models.baselines import structural_probabilities_by_horizon
 from liqrisk.models.splits import Split
 
 ASSET_CLASSES: tuple[str, ...] = ("commodity", "crypto", "equity", "fx", "index")
@@ -59,6 +59,7 @@ DERIVED: tuple[str, ...] = tuple(f"fp_{b}_{h}" for h in STRUCTURAL_HORIZONS for 
 FEATURES: tuple[str, ...] = (*NUMERIC, *DERIVED, CATEGORICAL)  # the model's columns, in order
 ASSET_CLASS_DTYPE = pd.CategoricalDtype(list(ASSET_CLASSES), ordered=False)
 _ASSET_CLASS_CODES = {name: code for code, name in enumerate(ASSET_CLASSES)}
+_FEATURE_COLUMNS = Columns.of(FEATURES)
 
 # +1: the score never falls as the feature rises (everything else fixed); -1: never rises.
 MONOTONE: dict[str, int] = {
@@ -93,8 +94,8 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
 
     Reads the :data:`INPUTS` columns of ``table`` and adds :data:`DERIVED` (the structural
     baseline's probabilities). Raises ``KeyError`` naming the missing input columns.
-    The frame is built from one float array and one categorical column (a service calls this
-    for a single account, where each pandas operation costs more than the arithmetic).
+    The frame is built from its blocks, one float array and one categorical column (a service
+    calls this for a single account, where each pandas operation costs more than the arithmetic).
     """
     position = {c: i for i, c in enumerate(table.columns.tolist())}
     missing = [c for c in INPUTS if c not in position]
@@ -106,15 +107,12 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
     given = dict(zip(NUMERIC, values.T, strict=True))
     derived = [  # from the values as given (inf included), in DERIVED order
         p
-        for horizon in STRUCTURAL_HORIZONS.values()
-        for p in structural_probabilities(given, horizon=horizon)
+        for pair in structural_probabilities_by_horizon(given, horizons=list(STRUCTURAL_HORIZONS.values()))
+        for p in pair
     ]
     values[np.isinf(values)] = np.nan
-    frame = pd.DataFrame(
-        np.column_stack([values, *derived]), columns=column_index(FEATURES[:-1]), index=table.index
-    )
-    frame.insert(len(FEATURES) - 1, CATEGORICAL, _asset_class(table.iloc[:, position[CATEGORICAL]]))
-    return frame
+    columns = dict(zip(FEATURES, [*values.T, *derived, _asset_class(table.iloc[:, position[CATEGORICAL]])], strict=True))
+    return frame_from_arrays(columns, index=table.index, names=_FEATURE_COLUMNS)
 
 
 def _asset_class(raw: pd.Series) -> pd.Categorical:

@@ -47,7 +47,7 @@ from liqrisk.features.schema import BARS_COLUMNS
 
 VALUES: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 MAX_CACHED_AS_OF = 2048  # market-feature rows kept per symbol (LRU)
-_MARKET_COLUMNS = list(MARKET_FEATURES)
+_MARKET_INDEX = pd.Index(list(MARKET_FEATURES))  # copied per frame: renaming one frame's columns changes no other
 _NAT = np.datetime64("NaT").astype("datetime64[us]").view(np.int64)  # NaT, as int64 us
 _TS = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -142,22 +142,40 @@ class MarketView:
             return None
         return _timestamp(int(held.done[-1]))
 
-    def market_features(self, keys: pd.DataFrame) -> pd.DataFrame:
-        """``MARKET_FEATURES`` of ``(symbol, as_of)`` keys, aligned with ``keys``: the values of
-        ``liqrisk.features.market_features.market_features`` on these bars, from the caches."""
-        values = np.full((len(keys), len(MARKET_FEATURES)), np.nan)
+    @property
+    def market_features(self) -> "MarketFeatureLookup":
+        """``MARKET_FEATURES`` of ``(symbol, as_of)`` keys from the caches: call it with a keys frame
+        (``view.market_features(keys)``, a ``market_part`` of ``snapshot_features``), or on arrays
+        (``view.market_features.rows(symbol, as_of_us)``)."""
+        return MarketFeatureLookup(self._symbols)
+
+
+class MarketFeatureLookup:
+    """``MARKET_FEATURES`` of ``(symbol, as_of)`` keys from one view's per-symbol caches: the values
+    of ``liqrisk.features.market_features.market_features`` on the same bars."""
+
+    def __init__(self, symbols: Mapping[str, _SymbolFeatures]) -> None:
+        self._symbols = symbols
+
+    def __call__(self, keys: pd.DataFrame) -> pd.DataFrame:
+        """Aligned with ``keys`` (columns ``symbol``, ``as_of``; any index)."""
         symbol = keys["symbol"].array.astype(str).to_numpy(dtype=object)  # as Series.astype(str)
         as_of = keys["as_of"]
         if not isinstance(as_of.dtype, pd.DatetimeTZDtype):
             as_of = pd.to_datetime(as_of, utc=True)
-        t = to_us(as_of)
-        known = t != _NAT
+        return pd.DataFrame(self.rows(symbol, to_us(as_of)), index=keys.index, columns=_MARKET_INDEX.copy())
+
+    def rows(self, symbol: np.ndarray, as_of_us: np.ndarray) -> np.ndarray:
+        """One row of ``MARKET_FEATURES`` (float64) per key: ``symbol`` as text (objects), ``as_of_us``
+        int64 µs (NaT: a row of NaN, as for a symbol not held)."""
+        values = np.full((len(symbol), len(MARKET_FEATURES)), np.nan)
+        known = as_of_us != _NAT
         for name in dict.fromkeys(symbol[known].tolist()):
             held = self._symbols.get(name)
             if held is not None:
                 rows = np.flatnonzero(known & (symbol == name))
-                values[rows] = held.at(t[rows])
-        return pd.DataFrame(values, index=keys.index, columns=_MARKET_COLUMNS)
+                values[rows] = held.at(as_of_us[rows])
+        return values
 
 
 class MarketState:

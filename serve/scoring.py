@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liqrisk.features.accounts import parse_as_of, snapshots_from_dicts
+from liqrisk.features.accounts import SnapshotsBuilder, accounts_from_dicts, parse_as_of
 from liqrisk.features.durations import parse_duration
 from liqrisk.features.errors import InputError
 from liqrisk.features.instruments import Instrument
@@ -58,7 +58,7 @@ from liqrisk.features.margin import (
     maintenance_margin,
     replay_units,
 )
-from liqrisk.features.position import is_isolated
+from liqrisk.features.position import group_starts, is_isolated
 from liqrisk.features.replay import state_at_as_of
 from liqrisk.features.snapshot import snapshot_features
 from liqrisk.models.baselines import leverage_score, margin_ratio_warning
@@ -71,6 +71,7 @@ from liqrisk.serve.market import MarketState, MarketView
 DEFAULT_REASON_LABEL = "negative_24h"
 DEFAULT_MAX_EXPLAINED = 10  # TreeSHAP costs ~50 predictions: 2-3 ms a row for 500 trees
 _POSITION_FIELD = re.compile(r"^positions\[(\d+)\]")
+_OUTPUTS = ("p_liquidated", "p_negative", "expected_shortfall")  # per horizon, in this order
 
 
 @dataclass(frozen=True)
@@ -152,13 +153,9 @@ class Scorer:
         change = _what_if(what_if)
         default = parse_as_of(as_of, field="as_of") if as_of is not None else view.latest
         raws = [with_default_as_of(a, default) for a in accounts]
-        snaps = snapshots_from_dicts(raws)
-        table = snaps.accounts  # row i is the account of code i
-        errors = _errors(table, raws, view)
-        codes = snaps.positions["account"].to_numpy()  # accounts are numbered 0..n-1 in order
-        valid = np.array([e == "" for e in errors], dtype=bool)[codes]
-        positions = snaps.positions[valid].reset_index(drop=True)
-        positions["account_id"] = table["account_id"].array.take(codes[valid])
+        parsed = accounts_from_dicts(raws)  # accounts are numbered 0..n-1 in order
+        errors = _errors(parsed, raws, view)
+        positions = parsed.positions([not e for e in errors], account_ids=True)
         current = self._assess(view, positions, explain=True)
         changed = None
         if change is not None and not current.table.empty:
@@ -167,12 +164,9 @@ class Scorer:
             changed = self._assess(
                 view, _changed(positions[mine], current.price[mine], **change), explain=False
             )
-        times = {t: _iso(t) for t in table["as_of"].dropna().unique()}
         heads = [
-            {"account_id": _account_id(raw, text), "as_of": times.get(t)}
-            for raw, text, t in zip(
-                raws, table["account_id"].tolist(), table["as_of"].tolist(), strict=True
-            )
+            {"account_id": _account_id(raw, text), "as_of": t}
+            for raw, text, t in zip(raws, parsed.account_ids, _iso_times(parsed.as_of), strict=True)
         ]
         return [
             self._result(head, errors[code], code, current, changed, change)
@@ -193,7 +187,8 @@ class Scorer:
             market_part=view.market_features,
             state=state,
         )
-        status = table["status"].to_numpy(dtype=object)
+        codes, statuses = table.index.tolist(), table["status"].tolist()
+        status = np.array(statuses, dtype=object)
         ok = _rows_where(table, status == "ok")
         priced = _rows_where(table, status != "error")
         baseline = _baselines(priced, positions, state[0]) if len(priced) else {}
@@ -207,12 +202,7 @@ class Scorer:
                 "horizons": horizons.get(code),
                 "baseline": baseline.get(code),
             }
-            for code, status, reason in zip(
-                table.index.tolist(),
-                table["status"].tolist(),
-                table["reason"].tolist(),
-                strict=True,
-            )
+            for code, status, reason in zip(codes, statuses, table["reason"].tolist(), strict=True)
         }
         reasons = (
             self._explain(ok, X, matrix, risk) if explain and self.reasons > 0 and len(ok) else {}
@@ -227,20 +217,19 @@ class Scorer:
         if ok.empty:
             return {}, np.zeros(0)
         scores = self.model.predict(ok, frame=X, matrix=matrix)
-        names = ("p_liquidated", "p_negative", "expected_shortfall")
-        per_horizon = {
-            h: [
-                dict(zip(names, row, strict=True))
-                for row in zip(*(_numbers(scores[f"{n}_{h}"]) for n in names))
-            ]
-            for h in self.model.horizons
-        }
+        horizons = self.model.horizons
+        values = scores.to_numpy(dtype=float)
+        where = [scores.columns.get_loc(f"{n}_{h}") for h in horizons for n in _OUTPUTS]
+        k = len(_OUTPUTS)
         views = {
-            code: {h: rows[i] for h, rows in per_horizon.items()}
-            for i, code in enumerate(ok.index.tolist())
+            code: {
+                h: dict(zip(_OUTPUTS, row[i * k : (i + 1) * k], strict=True))
+                for i, h in enumerate(horizons)
+            }
+            for code, row in zip(ok.index.tolist(), _numbers(values[:, where]), strict=True)
         }
         event, horizon = self.reason_label.rsplit("_", 1)
-        return views, scores[f"p_{event}_{horizon}"].to_numpy(dtype=float)
+        return views, values[:, scores.columns.get_loc(f"p_{event}_{horizon}")]
 
     def _explain(
         self, ok: pd.DataFrame, X: pd.DataFrame, matrix: np.ndarray, risk: np.ndarray
@@ -328,17 +317,15 @@ def with_default_as_of(raw: Any, default: Any) -> Any:
     return dict(raw) if isinstance(raw, Mapping) else raw
 
 
-def _errors(accounts: pd.DataFrame, raws: Sequence[Any], view: MarketView) -> list[str]:
+def _errors(parsed: SnapshotsBuilder, raws: Sequence[Any], view: MarketView) -> list[str]:
     """Per account code: the parse error (with the position's symbol), an as_of the market
     has not reached, or ``""``."""
-    errors = [_with_symbol(e, raw) for e, raw in zip(accounts["error"], raws, strict=True)]
+    errors = [_with_symbol(e, raw) for e, raw in zip(parsed.errors, raws, strict=True)]
     if view.latest is None:
         return [e or "the market holds no bars yet" for e in errors]
-    latest = view.latest.to_datetime64()
-    ahead = np.flatnonzero(accounts["as_of"].to_numpy(dtype="datetime64[us]") > latest)  # not NaT
-    for code in ahead.tolist():
-        if not errors[code]:
-            t = accounts["as_of"].iat[code]
+    ahead = {t for t in set(parsed.as_of) if t > view.latest}  # NaT is never ahead
+    for code, t in enumerate(parsed.as_of):
+        if t in ahead and not errors[code]:
             errors[code] = (
                 f"as_of {_iso(t)} is after the market's latest bar (complete at "
                 f"{_iso(view.latest)}): no bars complete at {_iso(t)} are known yet"
@@ -355,6 +342,12 @@ def _with_symbol(message: str, raw: Any) -> str:
     position = raw["positions"][i] if i < len(raw["positions"]) else None
     symbol = position.get("symbol") if isinstance(position, Mapping) else None
     return f"{message} (symbol {symbol})" if isinstance(symbol, str) and symbol else message
+
+
+def _iso_times(values: Sequence[pd.Timestamp]) -> list[str | None]:
+    """:func:`_iso` of each timestamp, None for NaT (each distinct one formatted once)."""
+    texts = {t: _iso(t) for t in set(values) if t is not pd.NaT}
+    return [texts.get(t) for t in values]
 
 
 def _account_id(raw: Any, text: str) -> str | None:
@@ -405,21 +398,20 @@ def _baselines(
     table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame
 ) -> dict[int, dict[str, Any]]:
     """The rule view of each account of ``table`` (index account) from its positions at the last close."""
-    keep = positions["account"].isin(table.index).to_numpy()
+    keep = np.isin(positions["account"].to_numpy(), table.index.to_numpy())
     p, s = (positions, state) if keep.all() else (positions[keep], state[keep])
     account = p["account"].to_numpy()
     isolated = is_isolated(p["margin_mode"])
-    symbol = p["symbol"].astype(str).to_numpy()
+    symbol = p["symbol"].to_numpy(dtype=object)
     side, qty, entry, collateral = (
         p[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price", "collateral")
     )
     price, mmr, amount = (s[c].to_numpy(dtype=float) for c in ("price", "mmr", "amount"))
-    starts = np.flatnonzero(
-        np.r_[True, account[1:] != account[:-1]]
-    )  # the rows of an account are together
-    stops = np.r_[starts[1:], len(account)]
+    starts = group_starts(account)  # the rows of an account are together
+    stops = np.append(starts[1:], len(account))
     units = replay_units(account, isolated)
-    first_of_unit = np.r_[True, units[1:] != units[:-1]]
+    first_of_unit = np.ones(len(units), dtype=bool)
+    first_of_unit[1:] = units[1:] != units[:-1]
 
     def per_account(values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, starts) if len(values) else values
@@ -450,8 +442,9 @@ def _baselines(
     pos_bankrupt = np.where(
         isolated, bankruptcy_price(side, qty, entry, collateral), np.repeat(cross_bankrupt, n)
     )
-    pos_liq = np.where(np.repeat(single, n) | isolated, pos_liq, np.nan)
-    pos_bankrupt = np.where(np.repeat(single, n) | isolated, pos_bankrupt, np.nan)
+    described = np.repeat(single, n) | isolated
+    pos_liq = np.where(described, pos_liq, np.nan)
+    pos_bankrupt = np.where(described, pos_bankrupt, np.nan)
 
     codes = account[starts].tolist()
     rows = table if table.index.tolist() == codes else table.loc[codes]
@@ -465,19 +458,20 @@ def _baselines(
         "distance_to_liquidation_pct": rows["dist_liq_pct"].to_numpy(dtype=float),
         "distance_to_bankruptcy_pct": rows["dist_bankrupt_pct"].to_numpy(dtype=float),
     }
-    values = {k: _numbers(column) for k, column in columns.items()}
+    values = dict(zip(columns, _numbers(np.stack(list(columns.values()))), strict=True))
     values["margin_call"] = margin_ratio_warning(columns["margin_ratio"]).tolist()
     values["over_leverage_cap"] = (
         leverage_score(columns["leverage"], rows["asset_class"].to_numpy(dtype=object)) > 1.0
     ).tolist()
+    prices, liquidation, bankruptcy = _numbers(np.stack([price, pos_liq, pos_bankrupt]))
     listed = {
         "symbol": symbol.tolist(),
         "side": side.astype(int).tolist(),
         "qty": qty.tolist(),
         "entry_price": entry.tolist(),
-        "price": _numbers(price),
-        "liquidation_price": _numbers(pos_liq),
-        "bankruptcy_price": _numbers(pos_bankrupt),
+        "price": prices,
+        "liquidation_price": liquidation,
+        "bankruptcy_price": bankruptcy,
     }
     per_position = [
         dict(zip(listed, row, strict=True)) for row in zip(*listed.values(), strict=True)
@@ -501,12 +495,19 @@ def _number(value: Any) -> float | None:
     return number if np.isfinite(number) else None
 
 
-def _numbers(values: Any) -> list[float | None]:
-    """:func:`_number` of each value of an array or Series."""
+def _numbers(values: Any) -> list[Any]:
+    """:func:`_number` of each value of an array or Series (a list of lists for a 2-D array)."""
     array = np.asarray(values, dtype=np.float64)
-    return [
-        v if ok else None for v, ok in zip(array.tolist(), np.isfinite(array).tolist(), strict=True)
-    ]
+    out = array.tolist()
+    finite = np.isfinite(array)
+    if finite.all():
+        return out
+    for *outer, last in np.argwhere(~finite).tolist():  # only the non-finite ones are touched
+        row = out
+        for i in outer:
+            row = row[i]
+        row[last] = None
+    return out
 
 
 def _iso(ts: pd.Timestamp) -> str:

@@ -12,6 +12,8 @@ from liqrisk.models.baselines import (
     leverage_rule,
     margin_ratio_rule,
     structural_baseline,
+    structural_probabilities,
+    structural_probabilities_by_horizon,
 )
 
 
@@ -183,3 +185,21 @@ def test_fat_tail_baseline_on_hand_table(table: pd.DataFrame) -> None:
     assert fat.loc[15, "p_liq"] == pytest.approx(gauss.loc[15, "p_liq"])  # no kurtosis: Gaussian
     assert fat.loc[13, "p_liq"] == 1.0 and np.isnan(fat.loc[14, "p_liq"])
     assert fat.loc[11, "p_liq"] > gauss.loc[11, "p_liq"]  # 4.9 sigma away: the tail is fatter
+
+
+@pytest.mark.parametrize("fat_tails", [False, True])
+def test_probabilities_by_horizon_are_each_horizons_own(table: pd.DataFrame, fat_tails: bool) -> None:
+    columns = {c: table[c].to_numpy(dtype=float) for c in table.columns if c != "asset_class"}
+    horizons = [pd.Timedelta(hours=1), pd.Timedelta(hours=24), pd.Timedelta(days=7)]
+    together = structural_probabilities_by_horizon(columns, horizons=horizons, fat_tails=fat_tails)
+    for horizon, pair in zip(horizons, together, strict=True):
+        alone = structural_probabilities(columns, horizon=horizon, fat_tails=fat_tails)
+        for got, expected in zip(pair, alone, strict=True):
+            np.testing.assert_array_equal(got, expected)
+        first_passage = fat_tail_first_passage_probability if fat_tails else first_passage_probability
+        kw = {"excess_kurtosis": columns["kurt_30d"], "bar_hours": columns["bar_hours"]} if fat_tails else {}
+        days = horizon / pd.Timedelta(days=1)
+        short = columns["net_exposure"] < 0
+        np.testing.assert_array_equal(
+            pair[0], first_passage(columns["dist_liq_pct"], columns["vol_ewma_rm"], days, short=short, **kw)
+        )

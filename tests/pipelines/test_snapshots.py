@@ -315,3 +315,57 @@ def test_unreadable_files_stop_with_an_error_naming_the_file(tmp_path):
     (tmp_path / "s.csv").write_text("account_id\n")
     with pytest.raises(InputError, match="unknown snapshot format"):
         read_snapshots(tmp_path / "s.csv")
+
+
+# ------------------------------------------------------------------- the lean product (scoring)
+
+MIXED = [
+    {"account_id": "x", "as_of": AS_OF, "margin_mode": "cross", "collateral": 10.0,
+     "positions": [{"symbol": "BTCUSDT", "side": 1, "qty": 0.5, "entry_price": 40000.0},
+                   {"symbol": "ETHUSDT", "side": -1, "qty": 2.0, "entry_price": 2000.0}]},
+    {"account_id": 5, "as_of": "2024-01-04T03:00:00+02:00", "margin_mode": "cross", "positions": []},
+    "not an object",
+    {"account_id": "z", "as_of": AS_OF, "margin_mode": "isolated",
+     "positions": [{"symbol": "SOLUSDT", "side": -1, "qty": 1.0, "entry_price": 90.0, "collateral": 5.0}]},
+]
+
+
+def test_snapshot_frames_have_the_dtypes_of_pandas_general_constructors():
+    from liqrisk.features.accounts import snapshots_from_dicts
+
+    snaps = snapshots_from_dicts(MIXED)
+    text = ["account_id", "error"]
+    general = pd.DataFrame(
+        {c: pd.array(snaps.accounts[c].tolist(), dtype="str") for c in text}
+    )
+    pd.testing.assert_frame_equal(snaps.accounts[text], general)
+    assert snaps.accounts["as_of"].tolist()[:2] == [pd.Timestamp(AS_OF), pd.Timestamp("2024-01-04T01:00Z")]
+    assert snaps.accounts["as_of"].isna().tolist() == [False, False, True, False]
+    assert snaps.accounts["error"].tolist()[1:3] == [
+        "collateral is missing",
+        "expected a JSON object, got str",
+    ]
+    assert {c: str(t) for c, t in snaps.positions.dtypes.items()} == {
+        "account": "int64", "as_of": "datetime64[us, UTC]", "margin_mode": "str",
+        "collateral": "float64", "symbol": "str", "side": "int8", "qty": "float64", "entry_price": "float64",
+    }
+    for c in ("margin_mode", "symbol"):
+        pd.testing.assert_series_equal(snaps.positions[c], pd.Series(snaps.positions[c].tolist(), dtype="str", name=c))
+
+
+def test_positions_of_some_accounts_with_ids_are_the_snapshot_positions_filtered():
+    from liqrisk.features.accounts import accounts_from_dicts, snapshots_from_dicts
+
+    parsed = accounts_from_dicts(MIXED)
+    snaps = snapshots_from_dicts(MIXED)
+    assert parsed.account_ids == snaps.accounts["account_id"].tolist() == ["x", "5", "", "z"]
+    assert parsed.errors == snaps.accounts["error"].tolist()
+    assert parsed.as_of[0] == snaps.accounts["as_of"].iat[0] and parsed.as_of[2] is pd.NaT
+    pd.testing.assert_frame_equal(parsed.positions(), snaps.positions)
+    keep = [False, True, True, True]  # an error account kept still has no positions
+    expected = snaps.positions[snaps.positions["account"] == 3].reset_index(drop=True)
+    expected["account_id"] = pd.array(["z"], dtype="str")
+    pd.testing.assert_frame_equal(parsed.positions(keep, account_ids=True), expected)
+    none = parsed.positions([False] * 4, account_ids=True)
+    assert none.empty and list(none.columns) == [*snaps.positions.columns, "account_id"]
+    pd.testing.assert_series_equal(none.dtypes, expected.dtypes)

@@ -269,3 +269,11 @@ def test_reasons_come_from_the_nearest_explainable_label_when_the_preferred_has_
     silent = Scorer(none_explainable, name="m", version="3", market=market, instruments=market.instruments)
     result = silent.score([cross("h", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
     assert result["model"]["reasons_for"] is None and result["reasons"] == [] and result["status"] == "ok"
+
+
+def test_plain_numbers_are_python_floats_with_none_for_nan_and_infinities():
+    from liqrisk.serve.scoring import _numbers
+
+    assert _numbers(np.array([[1.5, np.nan], [np.inf, -2.0]])) == [[1.5, None], [None, -2.0]]
+    assert _numbers(pd.Series([3.0, -np.inf])) == [3.0, None] and _numbers(np.zeros(0)) == []
+    assert all(type(v) is float for v in _numbers(np.array([1.0, 2.0], dtype=np.float32)))
