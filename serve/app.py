@@ -23,10 +23,9 @@ Choices, stated once:
   the snapshot's ``as_of``, so snapshots that arrive out of order cannot move a level back.
 - **Concurrent score requests are served together** (:mod:`liqrisk.serve.batching`): while
   one batch is scored, arriving requests queue, and the next batch scores all of them in one
-  scorer call and stores their warnings in one transaction; that commit runs while the next
-  batch is scored (commits in batch order). A request that finds the scorer idle runs at
-  once; each request gets exactly its own rows; a store failure fails every request of its
-  batch (none acknowledged).
+  scorer call and stores their warnings in one transaction. A request that finds the scorer
+  idle runs at once; each request gets exactly its own rows; a store failure fails every
+  request of its batch (none acknowledged).
 - **An account already in liquidation is ``critical``.** It is not scored (its ``horizons``
   are empty), but it is past every threshold: the engine already meets ``E <= MM``. It is
   recorded as probability 1.0, so the feed and the webhooks say "critical" for it once, as for
@@ -48,7 +47,7 @@ import logging
 import math
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -446,19 +445,13 @@ class _ScoreCall:
     what_if: dict[str, float] | None
 
 
-def _score_batch(jobs: Sequence[Job]) -> Callable[[], None]:
-    """Score the accounts of concurrent requests in one scorer call; then (the second stage,
-    while the next batch is scored: :mod:`liqrisk.serve.batching`) store the warnings they
-    raise in one transaction and give each request its rows. A store failure fails every
-    request of the batch: none of them is acknowledged."""
+def _score_batch(jobs: Sequence[Job]) -> None:
+    """Score the accounts of concurrent requests in one scorer call, store the warnings they
+    raise in one transaction, then give each request its rows (:mod:`liqrisk.serve.batching`).
+    A store failure fails every request of the batch: none of them is acknowledged."""
     first: _ScoreCall = jobs[0].payload
     accounts = [a for job in jobs for a in job.payload.accounts]
     results = _score_accounts(first.served, accounts, first.what_if)
-    return lambda: _store_and_answer(jobs, results)
-
-
-def _store_and_answer(jobs: Sequence[Job], results: list[dict[str, Any]]) -> None:
-    first: _ScoreCall = jobs[0].payload
     events = _score_events(
         results, horizon=first.settings.level_horizon, model_version=first.served.version
     )

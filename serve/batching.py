@@ -7,13 +7,6 @@ scored, the requests that arrive queue up, and the next batch takes all of them 
 on accounts). Nobody waits for a timer: a request that finds the scorer idle is scored at
 once, alone, and batches only form under load, exactly when they pay.
 
-A run may have a second stage that needs no exclusive use of the scorer: the runner returns
-it (a callable) and the batcher calls it after releasing the scorer, so the next batch is
-scored while this one's warnings are committed (a commit waits for the disk, not for the
-interpreter). Second stages run one at a time and in the order of their batches (so warnings
-are stored in the order the scores were computed); the jobs of a batch are answered when
-its second stage has resolved them.
-
 The batcher holds no thread of its own. The caller threads take turns (leader and
 followers): a thread whose job is queued either runs the next batch itself, if no batch is
 running, or waits until a batch has finished its job. Jobs are taken in arrival order; only
@@ -36,7 +29,6 @@ class Job:
     size: int
     key: Hashable = None
     _outcome: tuple[bool, Any] | None = field(default=None, repr=False)
-    _taken: bool = field(default=False, repr=False)  # in a batch (its caller no longer leads)
 
     @property
     def done(self) -> bool:
@@ -57,22 +49,15 @@ class Job:
         return value
 
 
-Finish = Callable[[], None]
-
-
 class Batcher:
-    """Runs ``runner(jobs)`` on batches of concurrently submitted jobs, one batch at a time.
+    """Runs ``runner(jobs)`` on batches of concurrently submitted jobs.
 
-    ``runner`` must resolve or fail every job it is given, either itself or in the ``finish``
-    callable it may return, which runs after the next batch may have started (module
-    docstring). A job left open, or an exception raised by either, fails the open jobs of that
-    batch with that exception (or a ``RuntimeError``). ``max_size`` caps the summed ``size``
-    of a batch (a larger job runs alone).
+    ``runner`` must resolve or fail every job it is given; a job it leaves open, or an
+    exception it raises, fails the open jobs of that batch with that exception (or a
+    ``RuntimeError``). ``max_size`` caps the summed ``size`` of a batch (a larger job runs alone).
     """
 
-    def __init__(
-        self, runner: Callable[[Sequence[Job]], Finish | None], *, max_size: int
-    ) -> None:
+    def __init__(self, runner: Callable[[Sequence[Job]], None], *, max_size: int) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
         self._runner = runner
@@ -80,7 +65,6 @@ class Batcher:
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._busy = False
-        self._finishing = threading.Lock()  # second stages run one at a time, in batch order
         self.batches = 0  # batches run so far (for tests and metrics)
 
     def submit(self, job: Job) -> Any:
@@ -89,31 +73,26 @@ class Batcher:
             self._queue.append(job)
         while True:
             with self._cond:
-                # a caller leads a batch only while its own job waits in the queue; once taken,
-                # it waits for the job's result (which a second stage may still be computing)
-                while not job.done and (self._busy or job._taken):
+                while self._busy and not job.done:
                     self._cond.wait()
                 if job.done:
                     return job.result()
                 self._busy = True
                 batch = self._take()
                 self.batches += 1
-            finish = None
             try:
-                finish = _guarded(batch, lambda: self._runner(batch))
-                if finish is not None:
-                    self._finishing.acquire()  # taken before the next batch can start: in order
+                self._runner(batch)
+            except BaseException as exc:  # noqa: BLE001 - every caller of the batch must hear of it
+                for other in batch:
+                    if not other.done:
+                        other.fail(exc)
             finally:
+                for other in batch:
+                    if not other.done:
+                        other.fail(RuntimeError("the batch runner left a job without a result"))
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
-            if finish is not None:
-                try:
-                    _guarded(batch, finish)
-                finally:
-                    self._finishing.release()
-                    with self._cond:
-                        self._cond.notify_all()
 
     def _take(self) -> list[Job]:
         """The oldest job and the later ones with its key, in order, up to the size cap."""
@@ -127,23 +106,4 @@ class Batcher:
             else:
                 kept.append(job)
         self._queue = kept
-        for job in batch:
-            job._taken = True
         return batch
-
-
-def _guarded(batch: Sequence[Job], step: Callable[[], Finish | None]) -> Finish | None:
-    """Run one stage of a batch; an exception fails the batch's open jobs. After the last stage
-    (one that returns no further step) a job still open fails too."""
-    try:
-        after = step()
-    except BaseException as exc:  # noqa: BLE001 - every caller of the batch must hear of it
-        after = None
-        for job in batch:
-            if not job.done:
-                job.fail(exc)
-    if after is None:
-        for job in batch:
-            if not job.done:
-                job.fail(RuntimeError("the batch runner left a job without a result"))
-    return after
