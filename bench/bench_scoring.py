@@ -25,6 +25,7 @@ from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import walk_forward_splits
 from liqrisk.models.train import model_frame, train_split
 from liqrisk.serve.market import MarketState
+from liqrisk.serve.runtime import freeze_heap
 from liqrisk.serve.scoring import Scorer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,7 @@ def main() -> None:
     started = time.perf_counter()
     scorer.score(accounts)
     print(f"first batch (bar-level feature tables computed): {time.perf_counter() - started:.2f} s\n")
+    freeze_heap()  # as the service does after loading (serve/runtime.py)
 
     print(f"{'case':<38}{'median ms':>10}{'p99 ms':>9}{'accounts/s':>12}")
     for n in (1, 1000):
@@ -119,16 +121,22 @@ def seeded_accounts(market: MarketState, n: int, *, seed: int) -> list[dict]:
 
 def offline_scores(model: RiskModel, market: MarketState, accounts: list[dict]) -> pd.DataFrame:
     """The pipeline's way: market features from the bars (no cache), then predict the ok rows."""
+    table = offline_table(market, accounts)
+    return model.predict(table[table["status"] == "ok"])
+
+
+def offline_table(market: MarketState, accounts: list[dict]) -> pd.DataFrame:
+    """The accounts' snapshot features at the market's latest bar, computed as the dataset build
+    computes them (market features from the bars on every call), one row per account."""
     view = market.view()
     snaps = snapshots_from_dicts([dict(a, as_of=view.latest) for a in accounts])
     positions = snaps.positions.assign(account_id=lambda p: p["account"].map(snaps.accounts["account_id"]))
     bars = pd.concat([view.bars_of(s) for s in view.symbols()], ignore_index=True)
     given = {s: i.bar_length for s, i in market.instruments.items() if i.bar_length is not None}
-    table = snapshot_features(
+    return snapshot_features(
         view.market, market.instruments, positions,
         feature_horizon=pd.Timedelta(days=7), market_part=market_features_from_bars(bars, given),
     )
-    return model.predict(table[table["status"] == "ok"])
 
 
 def timed(call, repeat: int) -> np.ndarray:

@@ -54,34 +54,19 @@ def wait_ready(url: str, *, timeout: float = 180.0) -> None:
 
 
 def bench_accounts(n: int, seed: int = 11) -> tuple[list[dict], pd.DataFrame]:
-    """``n`` seeded accounts on the bundled crypto bars, as snapshots (for liqrisk) and as the
-    offline pipeline's feature rows (for the reference), same accounts in the same order."""
-    import tempfile
+    """``n`` seeded live snapshots (cross and isolated books of 1-3 positions around the last
+    close of the bundled symbols with recent bars, as_of the market's latest bar: what a running
+    service scores), as sent to liqrisk, and their offline feature rows (for the reference);
+    only accounts the model scores (status ``ok``), in the same order."""
+    from bench_scoring import offline_table, seeded_accounts
 
-    from liqrisk.features.market import market_from_bars
-    from liqrisk.pipelines.accounts import write_snapshots
-    from liqrisk.pipelines.bars import read_bars
-    from liqrisk.pipelines.build import BuildConfig, build_dataset
-    from liqrisk.pipelines.generator import generate_accounts
-    from liqrisk.pipelines.instruments_file import read_instruments
-    from liqrisk.pipelines.replay_cmd import bar_lengths_of
+    from liqrisk.serve.market import MarketState
 
-    catalog = read_instruments(ROOT / "data" / "instruments.json")
-    bars = read_bars(ROOT / "data" / "crypto_1h.parquet").bars
-    market = market_from_bars(bars, bar_lengths_of(catalog))
-    positions = generate_accounts(market, catalog.instruments, n_accounts=n, seed=seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "accounts.jsonl"
-        write_snapshots(positions, path)
-        accounts = [json.loads(line) for line in path.read_text().splitlines()]
-        config = BuildConfig.from_dict(
-            {"data_dir": str(ROOT / "data"), "files": ["crypto_1h.parquet"], "accounts": str(path), "out": tmp}
-        )
-        table = build_dataset(config).table
-    order = {a["account_id"]: i for i, a in enumerate(accounts)}
-    table = table.sort_values("account_id", key=lambda s: s.map(order)).reset_index(drop=True)
-    kept = set(table["account_id"])
-    return [a for a in accounts if a["account_id"] in kept], table
+    market = MarketState.load(ROOT / "data")
+    accounts = seeded_accounts(market, n, seed=seed)
+    table = offline_table(market, accounts).reset_index(drop=True)
+    ok = (table["status"] == "ok").to_numpy()
+    return [a for a, keep in zip(accounts, ok, strict=True) if keep], table[ok].reset_index(drop=True)
 
 
 def dataframe_split(rows: pd.DataFrame) -> dict:
@@ -202,7 +187,7 @@ def main() -> int:
         print("bench_serve: no MLflow store at runs/mlflow; run `liqrisk run` first", file=sys.stderr)
         return 2
     accounts, rows = bench_accounts(args.accounts)
-    print(f"{len(accounts):,} accounts (crypto_1h, seeded); {args.seconds:.0f}s per case", file=sys.stderr)
+    print(f"{len(accounts):,} live accounts scored ok (seeded, all bundled files); {args.seconds:.0f}s per case", file=sys.stderr)
     work = ROOT / "runs" / "bench"
     work.mkdir(parents=True, exist_ok=True)
     results = {}

@@ -212,7 +212,7 @@ class Runtime:
             return ReloadResult(False, f"already serving {s.model_name} v{version}")
         served = self._load_version(version)
         self.served = served  # the one swap
-        _freeze_heap()
+        freeze_heap()
         log.info(
             "serving %s v%s (was %s)",
             s.model_name,
@@ -256,7 +256,7 @@ class Runtime:
         return Served(s.model_name, version, uri, model, scorer, datetime.now(UTC))
 
 
-def _freeze_heap() -> None:
+def freeze_heap() -> None:
     """Free what is garbage now, then exclude every surviving object from later collections
     (module docstring: the loaded state is frozen)."""
     gc.unfreeze()
