@@ -466,10 +466,14 @@ def _check_scores(scores: Sequence[ScoreEvent]) -> None:
 
 
 def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
+    # A row for every account first, so that FOR UPDATE locks new accounts too (two services
+    # scoring one new account must not both raise its warning); only the accounts not stored
+    # yet are inserted (a second process inserting one meanwhile is ignored).
+    known = _stored_accounts(conn, accounts)
     placeholder = {"level": int(Level.NONE), "probability": 0.0, "updated_at": _EPOCH}
-    conn.execute(
-        _insert_ignore(conn, account_state), [{"account_id": a, **placeholder} for a in accounts]
-    )
+    new = [{"account_id": a, **placeholder} for a in accounts if a not in known]
+    if new:
+        conn.execute(_insert_ignore(conn, account_state), new)
     query = (
         sa.select(account_state)
         .where(account_state.c.account_id.in_(accounts))
@@ -480,6 +484,12 @@ def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
         r.account_id: _State(Level(r.level), r.probability, r.updated_at)
         for r in conn.execute(query)
     }
+
+
+def _stored_accounts(conn: Connection, accounts: list[str]) -> set[str]:
+    """Which of ``accounts`` have a state row (no lock taken)."""
+    column = account_state.c.account_id
+    return set(conn.execute(sa.select(column).where(column.in_(accounts))).scalars())
 
 
 def _apply_scores(
