@@ -105,7 +105,7 @@ def snapshot_features(
     account = read("account")
     starts = group_starts(account)
     index = read.account_index()
-    anchor = _first_largest(read("qty") * np.abs(read("entry_price")), starts)
+    anchor = _anchor_rows(read("qty"), read("entry_price"), starts)
     symbol = positions["symbol"].array[anchor]
     named = _symbol_columns(symbol, instruments)
     keys = _Keys(symbol, named["symbol"], positions["as_of"].array[anchor], read("as_of_us")[anchor])
@@ -130,7 +130,8 @@ def anchor_keys(positions: pd.DataFrame) -> pd.DataFrame:
     market features describe the account."""
     account = positions["account"].to_numpy()
     starts = group_starts(account)
-    largest = _anchor_rows(positions, starts)
+    qty, entry = (positions[c].to_numpy(dtype=float) for c in ("qty", "entry_price"))
+    largest = _anchor_rows(qty, entry, starts)
     return pd.DataFrame(
         {
             "as_of": positions["as_of"].array[largest],
@@ -141,13 +142,10 @@ def anchor_keys(positions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _anchor_rows(positions: pd.DataFrame, starts: np.ndarray) -> np.ndarray:
+def _anchor_rows(qty: np.ndarray, entry_price: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Row of each account's anchor position: its largest by entry notional, the first of
     equals (``starts``: the first row of each account)."""
-    size = positions["qty"].to_numpy(dtype=float) * np.abs(
-        positions["entry_price"].to_numpy(dtype=float)
-    )
-    return _first_largest(size, starts)
+    return _first_largest(qty * np.abs(entry_price), starts)
 
 
 def _first_largest(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

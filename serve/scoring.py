@@ -487,16 +487,9 @@ def _baselines(
 # --- plain values ---------------------------------------------------------------------------
 
 
-def _number(value: Any) -> float | None:
-    """A JSON-safe float: None for NaN and infinities."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if np.isfinite(number) else None
-
-
 def _numbers(values: Any) -> list[Any]:
-    """:func:`_number` of each value of an array or Series (a list of lists for a 2-D array)."""
+    """Each value of an array or Series as a JSON-safe float, None for NaN and infinities (a
+    list of lists for a 2-D array)."""
     array = np.asarray(values, dtype=np.float64)
     out = array.tolist()
     finite = np.isfinite(array)
