@@ -456,10 +456,10 @@ def _score_batch(jobs: Sequence[Job]) -> None:
         results, horizon=first.settings.level_horizon, model_version=first.served.version
     )
     try:
-        raised = store.record_scores(first.engine, events, first.settings.thresholds)
-        levels = store.account_levels(first.engine, [e.account_id for e in events])
+        recorded = store.record_scores(first.engine, events, first.settings.thresholds)
     except sa.exc.SQLAlchemyError as exc:
         raise _store_unavailable(exc) from exc
+    raised, levels = recorded.warnings, recorded.levels
     if raised and first.runtime.outbox is not None:
         first.runtime.outbox.notify()
     raised_ids = {w.account_id: w.id for w in raised}

@@ -362,6 +362,15 @@ class _State:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What :func:`record_scores` committed: the warnings raised, in feed order, and the level
+    each scored account holds after it (read in the same transaction, so no second query)."""
+
+    warnings: list["AccountWarning"]
+    levels: dict[str, Level]
+
+
+@dataclass(frozen=True)
 class _Raise:
     event: ScoreEvent
     previous: Level
@@ -374,7 +383,7 @@ def record_scores(
     thresholds: Thresholds,
     *,
     now: datetime | None = None,
-) -> list[AccountWarning]:
+) -> Recorded:
     """Apply scores to the accounts' levels and store the warnings they raise, durably.
 
     In one transaction: lock (creating if new) each account's state, compute its next level
@@ -393,8 +402,8 @@ def record_scores(
 
     Returns
     -------
-    list of AccountWarning
-        The warnings raised, in feed order (empty if none).
+    Recorded
+        The warnings raised, in feed order (empty if none), and each account's level now.
 
     Raises
     ------
@@ -404,7 +413,7 @@ def record_scores(
     """
     _check_scores(scores)
     if not scores:
-        return []
+        return Recorded(warnings=[], levels={})
     now = _aware(now)
     for attempt in range(3):
         try:
@@ -417,13 +426,14 @@ def record_scores(
 
 def _record_scores_once(
     engine: Engine, scores: Sequence[ScoreEvent], thresholds: Thresholds, now: datetime
-) -> list[AccountWarning]:
+) -> Recorded:
     with _write(engine) as conn:
         states = _lock_states(conn, sorted({s.account_id for s in scores}))
         raises = _apply_scores(states, scores, thresholds)
         _save_states(conn, states)
+        levels = {a: s.level for a, s in states.items()}
         if not raises:
-            return []
+            return Recorded(warnings=[], levels=levels)
         first = _allocate_ids(conn, len(raises))
         warnings = [
             AccountWarning(
@@ -441,7 +451,7 @@ def _record_scores_once(
         ]
         conn.execute(sa.insert(warnings_table), [_warning_row(w) for w in warnings])
         _fan_out(conn, warnings, now)
-    return warnings
+    return Recorded(warnings=warnings, levels=levels)
 
 
 def _check_scores(scores: Sequence[ScoreEvent]) -> None:
@@ -634,20 +644,6 @@ def account_level(engine: Engine, account_id: str) -> Level:
             sa.select(account_state.c.level).where(account_state.c.account_id == account_id)
         ).scalar()
     return Level.NONE if level is None else Level(level)
-
-
-def account_levels(engine: Engine, account_ids: Sequence[str]) -> dict[str, Level]:
-    """Level each account holds now (``Level.NONE`` for accounts never scored)."""
-    ids = sorted(set(account_ids))
-    out = dict.fromkeys(ids, Level.NONE)
-    with engine.connect() as conn:
-        for start in range(0, len(ids), MAX_ACCOUNTS_PER_CALL):
-            chunk = ids[start : start + MAX_ACCOUNTS_PER_CALL]
-            query = sa.select(account_state.c.account_id, account_state.c.level).where(
-                account_state.c.account_id.in_(chunk)
-            )
-            out.update({a: Level(level) for a, level in conn.execute(query)})
-    return out
 
 
 # --- webhooks ----------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def write(engine: sa.Engine, args: argparse.Namespace) -> list[int]:
     for b in range(args.batches):
         now = datetime.now(UTC)
         scores = [ScoreEvent(f"{args.name}-{b}-{i}", 0.95, now) for i in range(args.per_batch)]
-        ids += [w.id for w in record_scores(engine, scores, Thresholds())]
+        ids += [w.id for w in record_scores(engine, scores, Thresholds()).warnings]
     return ids
 
 

@@ -383,12 +383,15 @@ def test_a_store_failure_fails_the_request_and_nothing_is_acknowledged(
 def test_a_failure_after_the_commit_loses_no_warning(
     db_service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    committing = store.record_scores
+
     def broken(*args: Any, **kwargs: Any) -> Any:
-        raise sa.exc.OperationalError("SELECT", {}, Exception("connection reset"))
+        committing(*args, **kwargs)  # the transaction commits, then the connection drops
+        raise sa.exc.OperationalError("COMMIT", {}, Exception("connection reset"))
 
     cursor = db_service.cursor()
     account_id = new_id("kept")
-    monkeypatch.setattr(store, "account_levels", broken)
+    monkeypatch.setattr(store, "record_scores", broken)
     response = db_service.client.post(
         "/v1/score", json={"accounts": [in_liquidation(account_id)]}, headers=key()
     )

@@ -45,15 +45,15 @@ def score(account: str, p: float, minutes: int = 0) -> ScoreEvent:
 
 
 def test_raise_repeat_escalate(engine: Engine) -> None:
-    first = record_scores(engine, [score("a", 0.45), score("b", 0.1)], T)
+    first = record_scores(engine, [score("a", 0.45), score("b", 0.1)], T).warnings
     assert [(w.account_id, w.previous_level, w.level) for w in first] == [
         ("a", Level.NONE, Level.WARNING)
     ]
     assert first[0].threshold == 0.4 and first[0].model_version == "m1"
 
-    assert record_scores(engine, [score("a", 0.5, 1), score("a", 0.35, 2)], T) == []  # held
+    assert record_scores(engine, [score("a", 0.5, 1), score("a", 0.35, 2)], T).warnings == []  # held
 
-    escalated = record_scores(engine, [score("a", 0.8, 3)], T)
+    escalated = record_scores(engine, [score("a", 0.8, 3)], T).warnings
     assert [(w.previous_level, w.level) for w in escalated] == [(Level.WARNING, Level.CRITICAL)]
     assert [w.id for w in warnings_after(engine, None).items] == [first[0].id, escalated[0].id]
     assert account_level(engine, "a") == Level.CRITICAL
@@ -62,21 +62,31 @@ def test_raise_repeat_escalate(engine: Engine) -> None:
 
 
 def test_cooling_then_climbing_raises_again(engine: Engine) -> None:
-    assert len(record_scores(engine, [score("a", 0.75)], T)) == 1
-    assert record_scores(engine, [score("a", 0.3, 1)], T) == []  # down to watch: not news
+    assert len(record_scores(engine, [score("a", 0.75)], T).warnings) == 1
+    assert record_scores(engine, [score("a", 0.3, 1)], T).warnings == []  # down to watch: not news
     assert account_level(engine, "a") == Level.WATCH
-    again = record_scores(engine, [score("a", 0.72, 2)], T)
+    again = record_scores(engine, [score("a", 0.72, 2)], T).warnings
     assert [(w.previous_level, w.level) for w in again] == [(Level.WATCH, Level.CRITICAL)]
 
 
 def test_a_late_older_score_is_ignored(engine: Engine) -> None:
     record_scores(engine, [score("a", 0.75, minutes=10)], T)
-    assert record_scores(engine, [score("a", 0.0, minutes=5)], T) == []
+    late = record_scores(engine, [score("a", 0.0, minutes=5), score("b", 0.1, minutes=5)], T)
+    assert late.warnings == []
+    assert late.levels == {"a": Level.CRITICAL, "b": Level.NONE}  # what the store holds now
     assert account_level(engine, "a") == Level.CRITICAL
 
 
+def test_the_levels_returned_are_the_levels_stored(engine: Engine) -> None:
+    record_scores(engine, [score("a", 0.45)], T)
+    recorded = record_scores(engine, [score("a", 0.3, 1), score("a", 0.1, 2), score("c", 0.8, 1)], T)
+    assert recorded.levels == {"a": Level.NONE, "c": Level.CRITICAL}  # the last score of each
+    assert {a: account_level(engine, a) for a in recorded.levels} == recorded.levels
+    assert [w.account_id for w in recorded.warnings] == ["c"]
+
+
 def test_warnings_are_durable_when_record_scores_returns(engine: Engine, db_url: str) -> None:
-    raised = record_scores(engine, [score("a", 0.9)], T)
+    raised = record_scores(engine, [score("a", 0.9)], T).warnings
     fresh = create_engine_for(db_url)  # new pool, new connections
     try:
         assert [w.id for w in warnings_after(fresh, None).items] == [raised[0].id]
@@ -115,7 +125,7 @@ def test_a_failure_midway_writes_nothing(engine: Engine) -> None:
 
     assert {t: count_rows(engine, t) for t in before} == before  # no warning, no new account
     assert account_level(engine, "a") == Level.WATCH  # state not moved
-    retried = record_scores(engine, [score("a", 0.9, 1)], T)
+    retried = record_scores(engine, [score("a", 0.9, 1)], T).warnings
     assert [w.id for w in retried] == [2]  # no id was burnt by the failed attempt
     assert len(delivery_state(engine, warning_id=2)) == 1
 
@@ -133,7 +143,7 @@ def test_one_pending_delivery_per_active_webhook(engine: Engine) -> None:
         register_webhook(engine, f"https://example.test/{i}", description=f"h{i}") for i in range(3)
     ]
     disable_webhook(engine, hooks[2].id, reason="test")
-    raised = record_scores(engine, [score("a", 0.9), score("b", 0.5)], T)
+    raised = record_scores(engine, [score("a", 0.9), score("b", 0.5)], T).warnings
     rows = delivery_state(engine)
     assert {(d.warning_id, d.webhook_id) for d in rows} == {
         (w.id, h.id) for w in raised for h in hooks[:2]
@@ -164,7 +174,7 @@ def test_register_webhook_rejects_bad_input(
 
 
 def test_feed_pages_and_cursor_errors(engine: Engine) -> None:
-    raised = record_scores(engine, [score(f"a{i}", 0.9) for i in range(7)], T)
+    raised = record_scores(engine, [score(f"a{i}", 0.9) for i in range(7)], T).warnings
     page = warnings_after(engine, None, limit=3)
     assert [w.id for w in page.items] == [1, 2, 3] and page.has_more and page.next_cursor == "3"
     page = warnings_after(engine, page.next_cursor, limit=10)
@@ -184,7 +194,7 @@ def test_concurrent_scores_of_one_account_raise_once(engine: Engine) -> None:
     lock = threading.Lock()
 
     def score_it() -> None:
-        got = record_scores(engine, [score("same", 0.5)], T)
+        got = record_scores(engine, [score("same", 0.5)], T).warnings
         with lock:
             raised.extend(w.id for w in got)
 
@@ -197,7 +207,7 @@ def test_create_schema_twice_keeps_data(engine: Engine) -> None:
     record_scores(engine, [score("a", 0.9)], T)
     create_schema(engine)
     assert count_rows(engine, "warnings") == 1
-    assert record_scores(engine, [score("b", 0.9)], T)[0].id == 2
+    assert record_scores(engine, [score("b", 0.9)], T).warnings[0].id == 2
 
 
 # --- the feed under concurrent writers ------------------------------------------------------
@@ -255,7 +265,7 @@ def test_feed_is_exactly_once_with_concurrent_writer_threads(engine: Engine) -> 
         def run() -> None:
             for b in range(12):
                 scores = [score(f"t{k}-{b}-{i}", 0.9) for i in range(1 + (b + k) % 3)]
-                ids = [w.id for w in record_scores(engine, scores, T)]
+                ids = [w.id for w in record_scores(engine, scores, T).warnings]
                 with lock:
                     written.extend(ids)
 

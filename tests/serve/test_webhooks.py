@@ -56,7 +56,7 @@ def client() -> Iterator[httpx.Client]:
 
 def raise_warnings(engine: Engine, n: int, prefix: str = "a") -> list[AccountWarning]:
     now = datetime.now(UTC)
-    return record_scores(engine, [ScoreEvent(f"{prefix}{i}", 0.9, now, "m1") for i in range(n)], T)
+    return record_scores(engine, [ScoreEvent(f"{prefix}{i}", 0.9, now, "m1") for i in range(n)], T).warnings
 
 
 # --- signature and payload --------------------------------------------------------------------
@@ -346,5 +346,5 @@ def assert_each_delivered_once(engine: Engine, receiver: Receiver, expected: int
 
 def test_level_labels_in_the_payload(engine: Engine) -> None:
     now = datetime.now(UTC)
-    (w,) = record_scores(engine, [ScoreEvent("a", 0.25, now)], T)
+    (w,) = record_scores(engine, [ScoreEvent("a", 0.25, now)], T).warnings
     assert w.level is Level.WATCH and payload(w)["data"]["level"] == "watch"
