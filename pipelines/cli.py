@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="server processes (each loads the model and the market; they share the database)",
     )
+    serve.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="no uvicorn log line per request (for a deployment whose proxy logs requests)",
+    )
 
     data = commands.add_parser("data", help="market data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -126,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.host,
                 port=args.port,
                 workers=args.workers,
+                access_log=args.access_log,
             )
             return 0
         if args.command == "data" and args.data_command == "check":

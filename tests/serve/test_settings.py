@@ -106,9 +106,12 @@ def test_liqrisk_serve_runs_the_app_factory_under_uvicorn(monkeypatch: pytest.Mo
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert liqrisk(["serve", "--port", "8123"]) == 0
-    assert liqrisk(["serve", "--port", "8124", "--workers", "2"]) == 0
+    assert liqrisk(["serve", "--port", "8124", "--workers", "2", "--no-access-log"]) == 0
     assert calls == [
-        (("liqrisk.serve.app:create_app",), {"factory": True, "host": "127.0.0.1", "port": port, "workers": n})
-        for port, n in ((8123, 1), (8124, 2))
+        (
+            ("liqrisk.serve.app:create_app",),
+            {"factory": True, "host": "127.0.0.1", "port": port, "workers": n, "access_log": logged},
+        )
+        for port, n, logged in ((8123, 1, True), (8124, 2, False))
     ]
     assert liqrisk(["serve", "--workers", "0"]) == 2 and len(calls) == 2
