@@ -499,6 +499,7 @@ def _score_events(
     results: list[dict[str, Any]], *, horizon: str, model_version: str
 ) -> list[store.ScoreEvent]:
     events = []
+    times: dict[Any, datetime | None] = {}  # a batch's rows share a few as_of texts: parse each once
     for row in results:
         state = row.get("status")
         if state == "ok":
@@ -517,11 +518,17 @@ def _score_events(
             store.ScoreEvent(
                 account_id=row["account_id"],
                 probability=min(max(probability, 0.0), 1.0),
-                scored_at=_to_datetime(row.get("as_of")) or datetime.now(UTC),
+                scored_at=_scored_at(row.get("as_of"), times) or datetime.now(UTC),
                 model_version=model_version,
             )
         )
     return events
+
+
+def _scored_at(as_of: Any, times: dict[Any, datetime | None]) -> datetime | None:
+    if as_of not in times:
+        times[as_of] = _to_datetime(as_of)
+    return times[as_of]
 
 
 @api.post(
