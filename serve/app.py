@@ -69,7 +69,7 @@ from starlette.types import Scope as ASGIScope
 
 from liqrisk.features.errors import InputError
 from liqrisk.serve import store
-from liqrisk.serve.batching import Batcher, Job
+from liqrisk.serve.batching import Batcher, Job, Overloaded
 from liqrisk.serve.runtime import NotReady, Runtime, Served
 from liqrisk.serve.schemas import (
     NOT_FOUND,
@@ -134,7 +134,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.batcher = Batcher(_score_batch, max_size=settings.max_accounts)
+    app.state.batcher = Batcher(
+        _score_batch, max_size=settings.max_accounts, max_queued=settings.max_queued
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -416,7 +418,14 @@ def score(
         what_if=None if body.what_if is None else body.what_if.model_dump(exclude_none=True),
     )
     key = (id(served), id(call.engine), tuple(sorted((call.what_if or {}).items())))
-    results = request.app.state.batcher.submit(Job(call, size=len(call.accounts), key=key))
+    try:
+        results = request.app.state.batcher.submit(Job(call, size=len(call.accounts), key=key))
+    except Overloaded as exc:
+        raise HTTPException(
+            status_code=503,
+            detail=f"overloaded: {exc}; nothing was scored, retry the request",
+            headers={"Retry-After": "1"},
+        ) from None
     # The scorer's rows are already plain JSON values in the documented shape (the tests hold
     # them to ScoreResponse); validating 1,000 nested rows again would cost more than scoring.
     return ScoreJSONResponse(

@@ -11,6 +11,10 @@ The batcher holds no thread of its own. The caller threads take turns (leader an
 followers): a thread whose job is queued either runs the next batch itself, if no batch is
 running, or waits until a batch has finished its job. Jobs are taken in arrival order; only
 jobs with the same ``key`` (requests that can be scored in one call) share a batch.
+
+The queue is bounded (``max_queued`` jobs waiting behind a running batch): past it a job is
+refused at once with :class:`Overloaded`, never run, so an overloaded service answers "retry
+later" in microseconds instead of letting every caller's wait grow without end.
 """
 
 import threading
@@ -18,6 +22,10 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class Overloaded(Exception):
+    """The batcher's queue is full: the job was not queued and will not run."""
 
 
 @dataclass(eq=False)
@@ -54,22 +62,43 @@ class Batcher:
 
     ``runner`` must resolve or fail every job it is given; a job it leaves open, or an
     exception it raises, fails the open jobs of that batch with that exception (or a
-    ``RuntimeError``). ``max_size`` caps the summed ``size`` of a batch (a larger job runs alone).
+    ``RuntimeError``). ``max_size`` caps the summed ``size`` of a batch (a larger job runs alone);
+    ``max_queued`` caps the jobs waiting while a batch runs (None: no cap).
     """
 
-    def __init__(self, runner: Callable[[Sequence[Job]], None], *, max_size: int) -> None:
+    def __init__(
+        self,
+        runner: Callable[[Sequence[Job]], None],
+        *,
+        max_size: int,
+        max_queued: int | None = None,
+    ) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
+        if max_queued is not None and max_queued < 0:
+            raise ValueError(f"max_queued must be >= 0, got {max_queued}")
         self._runner = runner
         self._max_size = max_size
+        self._max_queued = max_queued
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._busy = False
         self.batches = 0  # batches run so far (for tests and metrics)
+        self.refused = 0  # jobs refused with Overloaded so far
 
     def submit(self, job: Job) -> Any:
-        """Queue ``job``, wait until a batch has run it, and return its result (or raise)."""
+        """Queue ``job``, wait until a batch has run it, and return its result (or raise).
+
+        Raises :class:`Overloaded` at once, without queuing, if ``max_queued`` jobs already wait.
+        """
         with self._cond:
+            if (
+                self._max_queued is not None
+                and self._busy
+                and len(self._queue) >= self._max_queued
+            ):
+                self.refused += 1
+                raise Overloaded(f"{len(self._queue)} requests already wait for the scorer")
             self._queue.append(job)
         while True:
             with self._cond:

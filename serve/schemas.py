@@ -82,7 +82,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: _error(ValidationErrorOut, "Invalid request; the message names the field path."),
     500: _error(ErrorOut, "Internal error; no details are given, quote the request id."),
 }
-NOT_READY = {503: _error(ErrorOut, "Model or market data not loaded yet, or store unavailable.")}
+NOT_READY = {
+    503: _error(ErrorOut, "Model or market data not loaded yet, store unavailable, or overloaded.")
+}
 NOT_FOUND = {404: _error(ErrorOut, "No such resource.")}
 
 

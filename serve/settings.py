@@ -88,6 +88,9 @@ class ServeSettings(BaseSettings):
         Larger request bodies get 413.
     max_accounts : int
         Accounts per ``POST /v1/score``.
+    max_queued : int
+        Score requests that may wait behind the running batch; more get 503 with
+        ``Retry-After`` at once (an overloaded process sheds load instead of queuing without end).
     reasons : int
         Reasons (feature contributions) returned per account.
     reload_seconds : float
@@ -126,6 +129,7 @@ class ServeSettings(BaseSettings):
     api_keys: list[ApiKey] = []
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     max_accounts: int = Field(default=10_000, ge=1, le=MAX_ACCOUNTS_PER_CALL)
+    max_queued: int = Field(default=32, ge=0)
     reasons: int = Field(default=3, ge=0, le=50)
     reload_seconds: float = Field(default=30.0, ge=0)
     outbox_enabled: bool = True

@@ -10,6 +10,7 @@ feed from a cursor taken at its start.
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -402,6 +403,43 @@ def test_a_failure_after_the_commit_loses_no_warning(
     retry = db_service.score([in_liquidation(account_id)])["results"][0]
     assert retry["level"] == "critical" and retry["warning_id"] is None  # not raised twice
     assert db_service.warnings_after(feed[-1]["cursor"]) == []
+
+
+def test_an_overloaded_service_refuses_with_503_at_once_and_stores_nothing_for_it(
+    service: Service, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    from liqrisk.serve import app as app_module
+    from liqrisk.serve.batching import Batcher
+
+    scorer = service.app.state.runtime.served.scorer
+    scoring = scorer.score
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)  # a busy scorer: requests arriving meanwhile queue behind it
+        return scoring(*args, **kwargs)
+
+    monkeypatch.setattr(scorer, "score", slow)
+    batcher = Batcher(app_module._score_batch, max_size=100, max_queued=1)
+    usual, service.app.state.batcher = service.app.state.batcher, batcher  # (State: no monkeypatch)
+    request.addfinalizer(lambda: setattr(service.app.state, "batcher", usual))
+    requests = [[in_liquidation(new_id(f"shed{i}"))] for i in range(6)]
+    cursor = service.cursor()
+    start = threading.Barrier(len(requests))
+    answers: list[Any] = [None] * len(requests)
+
+    def send(i: int) -> None:
+        start.wait()
+        answers[i] = service.client.post("/v1/score", json={"accounts": requests[i]}, headers=key())
+
+    run_threads([lambda i=i: send(i) for i in range(len(requests))])
+    refused = [a for a in answers if a.status_code == 503]
+    served = [a for a in answers if a.status_code == 200]
+    assert refused and served and len(refused) + len(served) == len(requests)
+    assert len(refused) == batcher.refused
+    for answer in refused:
+        assert answer.headers["Retry-After"] == "1" and "overloaded" in answer.json()["detail"]
+    kept = {a.json()["results"][0]["account_id"] for a in served}
+    assert {w["account_id"] for w in service.warnings_after(cursor)} == kept  # refused: not stored
 
 
 def test_an_unexpected_error_is_a_500_without_details(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from liqrisk.serve.batching import Batcher, Job
+from liqrisk.serve.batching import Batcher, Job, Overloaded
 
 
 class Recorder:
@@ -107,3 +107,23 @@ def test_a_job_the_runner_leaves_open_fails_instead_of_hanging() -> None:
 def test_max_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_size"):
         Batcher(lambda jobs: None, max_size=0)
+
+
+def test_past_the_queue_cap_a_job_is_refused_at_once_and_never_runs() -> None:
+    runner = Recorder(delay=0.3)
+    batcher = Batcher(runner, max_size=100, max_queued=2)
+    results = submit_all(batcher, [Job(i, size=1) for i in range(10)])
+    refused = [i for i, r in enumerate(results) if isinstance(r, Overloaded)]
+    ran = sorted(p for batch in runner.batches for p in batch)
+    assert refused and batcher.refused == len(refused)
+    assert ran == [i for i in range(10) if i not in refused]  # the refused never reached the runner
+    assert all(results[i] == 2 * i for i in ran)
+    assert len(ran) <= 1 + 2 * len(runner.batches)  # each batch: its leader's turn, two queued
+    assert batcher.submit(Job(7, size=1)) == 14  # idle again: accepted
+
+
+def test_an_idle_batcher_accepts_a_job_even_with_no_queue() -> None:
+    batcher = Batcher(Recorder(delay=0.0), max_size=10, max_queued=0)
+    assert batcher.submit(Job(3, size=1)) == 6
+    with pytest.raises(ValueError, match="max_queued"):
+        Batcher(lambda jobs: None, max_size=1, max_queued=-1)
