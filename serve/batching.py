@@ -13,8 +13,8 @@ running, or waits until a batch has finished its job. Jobs are taken in arrival 
 jobs with the same ``key`` (requests that can be scored in one call) share a batch.
 
 The queue is bounded (``max_queued`` jobs waiting behind a running batch): past it a job is
-refused at once with :class:`Overloaded`, never run, so an overloaded service answers "retry
-later" in microseconds instead of letting every caller's wait grow without end.
+refused at once with :class:`Overloaded` and never run. Only this queue is bounded: callers
+still waiting for a thread to submit from are not counted.
 """
 
 import threading

@@ -89,8 +89,8 @@ class ServeSettings(BaseSettings):
     max_accounts : int
         Accounts per ``POST /v1/score``.
     max_queued : int
-        Score requests that may wait behind the running batch; more get 503 with
-        ``Retry-After`` at once (an overloaded process sheds load instead of queuing without end).
+        Score requests that may wait in the batcher behind the running batch; more get 503
+        with ``Retry-After`` at once (requests waiting for a worker thread are not counted).
     reasons : int
         Reasons (feature contributions) returned per account.
     reload_seconds : float

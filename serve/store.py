@@ -366,7 +366,7 @@ class Recorded:
     """What :func:`record_scores` committed: the warnings raised, in feed order, and the level
     each scored account holds after it (read in the same transaction, so no second query)."""
 
-    warnings: list["AccountWarning"]
+    warnings: list[AccountWarning]
     levels: dict[str, Level]
 
 
