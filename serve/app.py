@@ -346,7 +346,7 @@ def readyz(request: Request) -> JSONResponse:
         ready=served is not None and market is not None,
         model=None if served is None else _model_info(served),
         market=None if market is None else _market_info(market),
-        reasons=[f"{k}: {v}" for k, v in runtime.problems.items()],
+        reasons=runtime.reasons(market, served),
     )
     return JSONResponse(jsonable_encoder(body), status_code=200 if body.ready else 503)
 

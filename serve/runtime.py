@@ -92,8 +92,8 @@ class Runtime:
         self.market: MarketState | None = None
         self.served: Served | None = None
         self.outbox: OutboxWorker | None = None
-        # why not ready, by part; replaced whole (never mutated) so readers need no lock
-        self.problems: dict[str, str] = {"market": "loading", "model": "loading"}
+        # why a part failed to load, by part; replaced whole (never mutated) so readers need no lock
+        self.problems: dict[str, str] = {}
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -151,8 +151,16 @@ class Runtime:
             raise NotReady("warnings store not open")
         return self.engine
 
+    def reasons(self, market: MarketState | None, served: Served | None) -> list[str]:
+        """Why the service is not ready with this market and model (the caller's one reading
+        of them), by missing part: "loading" until a load fails; empty when both are held.
+        Derived from what is held, so no reader sees a loaded part beside a stale reason."""
+        problems = self.problems
+        missing = [part for part, held in (("market", market), ("model", served)) if held is None]
+        return [f"{part}: {problems.get(part, 'loading')}" for part in missing]
+
     def _not_ready_text(self) -> str:
-        return "not ready: " + "; ".join(f"{k}: {v}" for k, v in self.problems.items())
+        return "not ready: " + "; ".join(self.reasons(self.market, self.served))
 
     # --- loading -----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from liqrisk.serve import store
 from liqrisk.serve.app import create_app
 from liqrisk.serve.levels import Thresholds
+from liqrisk.serve.runtime import Runtime
 from liqrisk.serve.schemas import AccountScore, ScoreResponse
 from liqrisk.serve.security import get_settings
 from liqrisk.serve.settings import ApiKey, Scope, ServeSettings, hash_key
@@ -181,6 +182,16 @@ def test_health_and_readiness_name_the_model_and_the_market(service: Service) ->
     assert body["model"]["horizons"] == ["1h", "24h", "7d"]
     assert body["market"]["symbols"] == 2
     assert pd.Timestamp(body["market"]["latest"]) == MARKET_END  # the last bar's completion
+
+
+def test_readiness_reasons_follow_what_is_loaded_never_a_stale_problem(service: Service) -> None:
+    runtime = Runtime(service.settings)
+    assert runtime.reasons(None, None) == ["market: loading", "model: loading"]
+    runtime.problems = {"model": "LookupError: no champion"}
+    market, served = service.app.state.runtime.market, service.app.state.runtime.served
+    assert runtime.reasons(market, None) == ["model: LookupError: no champion"]
+    # the model was swapped in before its old problem was cleared: ready, and no reason
+    assert runtime.reasons(market, served) == []
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -744,7 +755,8 @@ def test_not_ready_until_a_champion_exists_then_each_new_champion_is_served(
         register(risk_model, uri)  # v1 becomes champion
         reload = client.post("/v1/admin/reload", headers=key())
         assert reload.status_code == 200 and reload.json()["changed"] is True
-        assert wait_ready(client)["model"]["version"] == "1"
+        first_ready = wait_ready(client)
+        assert first_ready["model"]["version"] == "1" and first_ready["reasons"] == []
 
         register(risk_model, uri, alias=None)  # v2 registered, alias unmoved
         reload = client.post("/v1/admin/reload", headers=key())
