@@ -126,7 +126,9 @@ class RiskModel:
         return candidates[0] if candidates else None
 
     def set_threads(self, n: int) -> None:
-        """Predict with ``n`` threads in every LightGBM model (classifiers and severity).
+        """Predict with ``n`` threads in every LightGBM model (classifiers and severity), in
+        calls of fewer than :data:`~liqrisk.models.fastpath.PARALLEL_ROWS` rows; larger calls
+        use every core (:func:`~liqrisk.models.fastpath.threads`).
 
         Outputs do not change (each row is predicted on its own). A service wants 1: with more,
         OpenMP's start-up costs milliseconds per call (8 ms per LightGBM call for one row on two
@@ -176,7 +178,7 @@ class RiskModel:
             return severity.predict(X)
         # LGBMRegressor.predict: the booster's output (identity link for objective="regression")
         return (
-            np.exp(booster.predict(matrix, num_threads=threads(severity.regressor)))
+            np.exp(booster.predict(matrix, num_threads=threads(severity.regressor, len(matrix))))
             * severity.smearing
         )
 
@@ -208,7 +210,7 @@ def _tree_contributions(
     if booster is None:
         return model.predict(X, pred_contrib=True)
     matrix = lightgbm_matrix(X) if matrix is None else matrix
-    return booster.predict(matrix, pred_contrib=True, num_threads=threads(model))
+    return booster.predict(matrix, pred_contrib=True, num_threads=threads(model, len(matrix)))
 
 
 def _logistic_contributions(

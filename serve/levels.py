@@ -70,12 +70,8 @@ class Thresholds(BaseModel):
 
     def threshold(self, level: Level) -> float:
         """Probability at or above which ``level`` is reached (``NONE`` has none: 0)."""
-        return {
-            Level.NONE: 0.0,
-            Level.WATCH: self.watch,
-            Level.WARNING: self.warning,
-            Level.CRITICAL: self.critical,
-        }[level]
+        field = _FIELDS[level]
+        return 0.0 if field is None else getattr(self, field)
 
     def release(self, level: Level) -> float:
         """Probability below which a held ``level`` is let go: ``threshold * (1 - hysteresis)``."""
@@ -83,6 +79,7 @@ class Thresholds(BaseModel):
 
 
 _RAISABLE = (Level.CRITICAL, Level.WARNING, Level.WATCH)
+_FIELDS = {Level.NONE: None, Level.WATCH: "watch", Level.WARNING: "warning", Level.CRITICAL: "critical"}
 
 
 def level_of(probability: float, thresholds: Thresholds) -> Level:

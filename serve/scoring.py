@@ -71,7 +71,7 @@ from liqrisk.serve.market import MarketState, MarketView
 DEFAULT_REASON_LABEL = "negative_24h"
 DEFAULT_MAX_EXPLAINED = 10  # TreeSHAP costs ~50 predictions: 2-3 ms a row for 500 trees
 _POSITION_FIELD = re.compile(r"^positions\[(\d+)\]")
-_OUTPUTS = ("p_liquidated", "p_negative", "expected_shortfall")  # per horizon, in this order
+_OUTPUTS = ("p_liquidated", "p_negative", "expected_shortfall")  # per horizon, in this order (_horizons)
 
 
 @dataclass(frozen=True)
@@ -220,13 +220,15 @@ class Scorer:
         horizons = self.model.horizons
         values = scores.to_numpy(dtype=float)
         where = [scores.columns.get_loc(f"{n}_{h}") for h in horizons for n in _OUTPUTS]
-        k = len(_OUTPUTS)
+        # (row, horizon, output) as nested lists; a dict display per horizon (half the time of
+        # dict(zip(...)) over 1,000 rows)
+        rows = _numbers(values[:, where].reshape(len(ok), len(horizons), len(_OUTPUTS)))
         views = {
             code: {
-                h: dict(zip(_OUTPUTS, row[i * k : (i + 1) * k], strict=True))
-                for i, h in enumerate(horizons)
+                h: {"p_liquidated": liq, "p_negative": neg, "expected_shortfall": es}
+                for h, (liq, neg, es) in zip(horizons, row, strict=True)
             }
-            for code, row in zip(ok.index.tolist(), _numbers(values[:, where]), strict=True)
+            for code, row in zip(ok.index.tolist(), rows, strict=True)
         }
         event, horizon = self.reason_label.rsplit("_", 1)
         return views, values[:, scores.columns.get_loc(f"p_{event}_{horizon}")]

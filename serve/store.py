@@ -513,8 +513,11 @@ def _apply_scores(
         new = next_level(state.level, score.probability, thresholds)
         if is_raise(state.level, new):
             raises.append(_Raise(score, state.level, new))
-        state.level, state.probability, state.updated_at = new, score.probability, score.scored_at
-        state.changed = True
+        after = (new, score.probability, score.scored_at)
+        # a re-score that changes nothing writes nothing: an account scored again before the
+        # next bar arrives has the same as_of (the latest bar's) and, unchanged, the same score
+        state.changed |= after != (state.level, state.probability, state.updated_at)
+        state.level, state.probability, state.updated_at = after
     return raises
 
 

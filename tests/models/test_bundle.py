@@ -1,6 +1,7 @@
 import pickle
 from collections.abc import Callable
 
+import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
@@ -16,10 +17,12 @@ from liqrisk.models.bundle import (
     requirements,
 )
 from liqrisk.models.fastpath import (
+    PARALLEL_ROWS,
     Layout,
     calibrated_probability,
     lightgbm_matrix,
     logistic_design,
+    threads,
 )
 from liqrisk.models.shortfall import exposure, fit_severity
 from liqrisk.models.splits import walk_forward_splits
@@ -160,6 +163,15 @@ def test_threads_do_not_change_the_predictions(table, fitted) -> None:
     before = model.predict(table)
     model.set_threads(1)
     pd.testing.assert_frame_equal(model.predict(table), before, check_exact=True)
+    assert len(table) >= PARALLEL_ROWS  # so the call above ran on every core
+    few = table.iloc[: PARALLEL_ROWS - 1]
+    pd.testing.assert_frame_equal(model.predict(few), before.iloc[: len(few)], check_exact=True)
+
+
+def test_a_service_model_predicts_large_batches_on_every_core() -> None:
+    one = lgb.LGBMClassifier(n_jobs=1)
+    assert threads(one, PARALLEL_ROWS - 1) == 1 and threads(one, PARALLEL_ROWS) == 0
+    assert threads(lgb.LGBMClassifier(n_jobs=-1), 1) == 0  # not a count: OpenMP's default
 
 
 def test_predicting_leaves_the_pickled_model_unchanged(table, fitted) -> None:

@@ -85,6 +85,27 @@ def test_the_levels_returned_are_the_levels_stored(engine: Engine) -> None:
     assert [w.account_id for w in recorded.warnings] == ["c"]
 
 
+def test_a_repeated_score_writes_no_state_and_a_changed_one_does(engine: Engine) -> None:
+    updates: list[int] = []
+
+    def count_updates(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("UPDATE ACCOUNT_STATE"):
+            updates.append(len(parameters) if executemany else 1)
+
+    record_scores(engine, [score("a", 0.45), score("b", 0.1)], T)
+    event.listen(engine, "before_cursor_execute", count_updates)
+    try:
+        again = record_scores(engine, [score("a", 0.45), score("b", 0.1)], T)  # same as_of, same p
+        assert updates == [] and again.levels == {"a": Level.WARNING, "b": Level.NONE}
+        moved = record_scores(engine, [score("a", 0.45), score("b", 0.25)], T)
+        assert sum(updates) == 1 and moved.levels == {"a": Level.WARNING, "b": Level.WATCH}
+        later = record_scores(engine, [score("a", 0.45, 1)], T)  # a new as_of is stored
+        assert sum(updates) == 2 and later.warnings == []
+    finally:
+        event.remove(engine, "before_cursor_execute", count_updates)
+    assert account_level(engine, "b") == Level.WATCH
+
+
 def test_warnings_are_durable_when_record_scores_returns(engine: Engine, db_url: str) -> None:
     raised = record_scores(engine, [score("a", 0.9)], T).warnings
     fresh = create_engine_for(db_url)  # new pool, new connections
