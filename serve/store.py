@@ -478,28 +478,38 @@ def _check_scores(scores: Sequence[ScoreEvent]) -> None:
 def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
     # A row for every account first, so that FOR UPDATE locks new accounts too (two services
     # scoring one new account must not both raise its warning); only the accounts not stored
-    # yet are inserted (a second process inserting one meanwhile is ignored).
-    known = _stored_accounts(conn, accounts)
-    placeholder = {"level": int(Level.NONE), "probability": 0.0, "updated_at": _EPOCH}
-    new = [{"account_id": a, **placeholder} for a in accounts if a not in known]
+    # yet are inserted (a second process inserting one meanwhile is ignored). Then every row is
+    # locked in one query in account order (two phases of locks could deadlock two writers).
+    # On SQLite ``BEGIN IMMEDIATE`` already holds the one write lock: the rows read first are
+    # the rows held, and the new accounts hold what was inserted, so no second query.
+    stored = _read_states(conn, accounts, lock=False)
+    new = [a for a in accounts if a not in stored]
     if new:
-        conn.execute(_insert_ignore(conn, account_state), new)
-    query = (
-        sa.select(account_state)
-        .where(account_state.c.account_id.in_(accounts))
-        .order_by(account_state.c.account_id)
-        .with_for_update()  # rendered on PostgreSQL only; SQLite already holds the write lock
-    )
+        placeholder = {"level": int(Level.NONE), "probability": 0.0, "updated_at": _EPOCH}
+        conn.execute(_insert_ignore(conn, account_state), [{"account_id": a, **placeholder} for a in new])
+    if conn.dialect.name == "sqlite":
+        return stored | {a: _State(Level.NONE, 0.0, _EPOCH) for a in new}
+    return _read_states(conn, accounts, lock=True)
+
+
+def _read_states(conn: Connection, accounts: list[str], *, lock: bool) -> dict[str, _State]:
+    """The stored state of each of ``accounts`` that has one; ``lock``: ``FOR UPDATE``, in
+    account order (rendered on PostgreSQL only)."""
+    query = sa.select(
+        account_state.c.account_id,
+        account_state.c.level,
+        account_state.c.probability,
+        account_state.c.updated_at,
+    ).where(account_state.c.account_id.in_(accounts))
+    if lock:
+        query = query.order_by(account_state.c.account_id).with_for_update()
     return {
-        r.account_id: _State(Level(r.level), r.probability, r.updated_at)
-        for r in conn.execute(query)
+        account: _State(_LEVELS[level], probability, updated_at)
+        for account, level, probability, updated_at in conn.execute(query)
     }
 
 
-def _stored_accounts(conn: Connection, accounts: list[str]) -> set[str]:
-    """Which of ``accounts`` have a state row (no lock taken)."""
-    column = account_state.c.account_id
-    return set(conn.execute(sa.select(column).where(column.in_(accounts))).scalars())
+_LEVELS = {int(level): level for level in Level}
 
 
 def _apply_scores(
