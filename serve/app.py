@@ -136,9 +136,6 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.batcher = Batcher(
-        _score_batch, max_size=settings.max_accounts, max_queued=settings.max_queued
-    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -153,13 +150,17 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    runtime = Runtime(app.state.settings)
+    settings = app.state.settings
+    runtime = Runtime(settings)
     runtime.open()
     app.state.runtime = runtime
+    batcher = Batcher(_score_batch, max_size=settings.max_accounts, max_queued=settings.max_queued)
+    app.state.batcher = batcher
     runtime.start()
     try:
         yield
     finally:
+        batcher.close()
         runtime.close()
 
 
@@ -420,7 +421,7 @@ api = APIRouter(prefix="/v1", route_class=_OrjsonRoute)
     responses=responses(NOT_READY),
     tags=["scoring"],
 )
-def score(
+async def score(
     request: Request,
     body: ScoreRequest,
     runtime: RuntimeDep,
@@ -450,7 +451,9 @@ def score(
     )
     key = (id(served), id(call.engine), tuple(sorted((call.what_if or {}).items())))
     try:
-        results = request.app.state.batcher.submit(Job(call, size=len(call.accounts), key=key))
+        results = await request.app.state.batcher.submit(
+            Job(call, size=len(call.accounts), key=key)
+        )
     except Overloaded as exc:
         raise HTTPException(
             status_code=503,

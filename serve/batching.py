@@ -7,19 +7,21 @@ scored, the requests that arrive queue up, and the next batch takes all of them 
 on accounts). Nobody waits for a timer: a request that finds the scorer idle is scored at
 once, alone, and batches only form under load, exactly when they pay.
 
-The batcher holds no thread of its own. The caller threads take turns (leader and
-followers): a thread whose job is queued either runs the next batch itself, if no batch is
-running, or waits until a batch has finished its job. Jobs are taken in arrival order; only
-jobs with the same ``key`` (requests that can be scored in one call) share a batch.
+Requests wait on the event loop, not in threads: :meth:`Batcher.submit` is a coroutine, and
+one task at a time drains the queue, running each batch on the batcher's own thread (the
+scorer is plain blocking Python). Jobs are taken in arrival order; only jobs with the same
+``key`` (requests that can be scored in one call) share a batch.
 
 The queue is bounded (``max_queued`` jobs waiting behind a running batch): past it a job is
-refused at once with :class:`Overloaded` and never run. Only this queue is bounded: callers
-still waiting for a thread to submit from are not counted.
+refused at once with :class:`Overloaded` and never run. Since no request holds a thread while
+it waits, this bounds every request waiting to be scored (with a thread per waiting request,
+those waiting for a free thread of the pool were not counted).
 """
 
-import threading
+import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,12 +60,14 @@ class Job:
 
 
 class Batcher:
-    """Runs ``runner(jobs)`` on batches of concurrently submitted jobs.
+    """Runs ``runner(jobs)`` on batches of concurrently submitted jobs, one batch at a time, on
+    a thread of its own.
 
     ``runner`` must resolve or fail every job it is given; a job it leaves open, or an
     exception it raises, fails the open jobs of that batch with that exception (or a
     ``RuntimeError``). ``max_size`` caps the summed ``size`` of a batch (a larger job runs alone);
-    ``max_queued`` caps the jobs waiting while a batch runs (None: no cap).
+    ``max_queued`` caps the jobs waiting while a batch runs (None: no cap). Submit from one
+    event loop; :meth:`close` stops the thread.
     """
 
     def __init__(
@@ -81,47 +85,64 @@ class Batcher:
         self._max_size = max_size
         self._max_queued = max_queued
         self._queue: deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._busy = False
+        self._waiting: dict[int, asyncio.Future[None]] = {}  # by id(job): set when it has run
+        self._busy = False  # a drain task is running batches
+        self._drainer: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liqrisk-batch")
         self.batches = 0  # batches run so far (for tests and metrics)
         self.refused = 0  # jobs refused with Overloaded so far
 
-    def submit(self, job: Job) -> Any:
+    async def submit(self, job: Job) -> Any:
         """Queue ``job``, wait until a batch has run it, and return its result (or raise).
 
         Raises :class:`Overloaded` at once, without queuing, if ``max_queued`` jobs already wait.
+        A caller cancelled while waiting leaves its job queued: it is still run (and what it
+        stores is stored), only its answer has no one to go to.
         """
-        with self._cond:
-            if (
-                self._max_queued is not None
-                and self._busy
-                and len(self._queue) >= self._max_queued
-            ):
-                self.refused += 1
-                raise Overloaded(f"{len(self._queue)} requests already wait for the scorer")
-            self._queue.append(job)
-        while True:
-            with self._cond:
-                while self._busy and not job.done:
-                    self._cond.wait()
-                if job.done:
-                    return job.result()
-                self._busy = True
+        if self._max_queued is not None and self._busy and len(self._queue) >= self._max_queued:
+            self.refused += 1
+            raise Overloaded(f"{len(self._queue)} requests already wait for the scorer")
+        loop = asyncio.get_running_loop()
+        done = self._waiting[id(job)] = loop.create_future()
+        self._queue.append(job)
+        if not self._busy:
+            self._busy = True
+            self._drainer = loop.create_task(self._drain())  # held: the loop keeps weak references
+        await done
+        return job.result()
+
+    def close(self) -> None:
+        """Stop the batch thread once the running batch (if any) is done."""
+        self._thread.shutdown(wait=True)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
                 batch = self._take()
                 self.batches += 1
-            try:
-                self._runner(batch)
-            except BaseException as exc:  # noqa: BLE001 - every caller of the batch must hear of it
-                for other in batch:
-                    if not other.done:
-                        other.fail(exc)
-            finally:
-                for other in batch:
-                    if not other.done:
-                        other.fail(RuntimeError("the batch runner left a job without a result"))
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                try:
+                    await loop.run_in_executor(self._thread, self._run, batch)
+                finally:
+                    for job in batch:
+                        done = self._waiting.pop(id(job))
+                        if not done.done():  # a cancelled caller's future is done already
+                            done.set_result(None)
+        finally:
+            self._busy = False
+
+    def _run(self, batch: list[Job]) -> None:
+        """The runner on one batch (on the batch thread); every job ends resolved or failed."""
+        try:
+            self._runner(batch)
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch must hear of it
+            for job in batch:
+                if not job.done:
+                    job.fail(exc)
+        finally:
+            for job in batch:
+                if not job.done:
+                    job.fail(RuntimeError("the batch runner left a job without a result"))
 
     def _take(self) -> list[Job]:
         """The oldest job and the later ones with its key, in order, up to the size cap."""

@@ -433,6 +433,7 @@ def test_an_overloaded_service_refuses_with_503_at_once_and_stores_nothing_for_i
     batcher = Batcher(app_module._score_batch, max_size=100, max_queued=1)
     usual, service.app.state.batcher = service.app.state.batcher, batcher  # (State: no monkeypatch)
     request.addfinalizer(lambda: setattr(service.app.state, "batcher", usual))
+    request.addfinalizer(batcher.close)
     requests = [[in_liquidation(new_id(f"shed{i}"))] for i in range(6)]
     cursor = service.cursor()
     start = threading.Barrier(len(requests))

@@ -1,6 +1,7 @@
 """The batcher: concurrent jobs share a run, each caller gets its own result, failures reach
 every caller of the failed batch and nobody else."""
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -30,23 +31,16 @@ class Recorder:
 
 
 def submit_all(batcher: Batcher, jobs: list[Job]) -> list[object]:
-    """Submit every job from its own thread at once; each thread's result or exception."""
-    out: list[object] = [None] * len(jobs)
-    start = threading.Barrier(len(jobs))
+    """Submit every job at once from its own task; each task's result or exception."""
 
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            out[i] = batcher.submit(jobs[i])
-        except Exception as exc:  # noqa: BLE001 - the test looks at it
-            out[i] = exc
+    async def all_at_once() -> list[object]:
+        return await asyncio.gather(*(batcher.submit(j) for j in jobs), return_exceptions=True)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return out
+    return asyncio.run(all_at_once())
+
+
+def submit(batcher: Batcher, job: Job) -> object:
+    return asyncio.run(batcher.submit(job))
 
 
 def test_concurrent_jobs_share_runs_and_each_gets_its_own_result() -> None:
@@ -62,7 +56,7 @@ def test_a_lone_job_runs_at_once_without_waiting_for_company() -> None:
     runner = Recorder(delay=0.0)
     batcher = Batcher(runner, max_size=100)
     started = time.perf_counter()
-    assert batcher.submit(Job(21, size=1)) == 42
+    assert submit(batcher, Job(21, size=1)) == 42
     assert time.perf_counter() - started < 1.0 and runner.batches == [[21]]
 
 
@@ -95,13 +89,13 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_works() -> None:
             assert isinstance(result, ValueError) and "bad payload 3" in str(result)
         else:
             assert result == 2 * i
-    assert batcher.submit(Job(5, size=1)) == 10
+    assert submit(batcher, Job(5, size=1)) == 10
 
 
 def test_a_job_the_runner_leaves_open_fails_instead_of_hanging() -> None:
     batcher = Batcher(lambda jobs: None, max_size=10)
     with pytest.raises(RuntimeError, match="without a result"):
-        batcher.submit(Job(1, size=1))
+        submit(batcher, Job(1, size=1))
 
 
 def test_max_size_must_be_positive() -> None:
@@ -119,11 +113,45 @@ def test_past_the_queue_cap_a_job_is_refused_at_once_and_never_runs() -> None:
     assert ran == [i for i in range(10) if i not in refused]  # the refused never reached the runner
     assert all(results[i] == 2 * i for i in ran)
     assert len(ran) <= 1 + 2 * len(runner.batches)  # each batch: its leader's turn, two queued
-    assert batcher.submit(Job(7, size=1)) == 14  # idle again: accepted
+    assert submit(batcher, Job(7, size=1)) == 14  # idle again: accepted
 
 
 def test_an_idle_batcher_accepts_a_job_even_with_no_queue() -> None:
     batcher = Batcher(Recorder(delay=0.0), max_size=10, max_queued=0)
-    assert batcher.submit(Job(3, size=1)) == 6
+    assert submit(batcher, Job(3, size=1)) == 6
     with pytest.raises(ValueError, match="max_queued"):
         Batcher(lambda jobs: None, max_size=1, max_queued=-1)
+
+
+def test_a_caller_cancelled_while_waiting_leaves_its_job_to_run() -> None:
+    runner = Recorder(delay=0.2)
+    batcher = Batcher(runner, max_size=100)
+
+    async def scenario() -> list[object]:
+        first = asyncio.create_task(batcher.submit(Job(1, size=1)))
+        await asyncio.sleep(0.05)  # job 1 is running; job 2 queues behind it
+        gone = asyncio.create_task(batcher.submit(Job(2, size=1)))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        after = await batcher.submit(Job(3, size=1))  # the batcher is not stuck on the cancelled one
+        return [await first, gone.cancelled(), after]
+
+    assert asyncio.run(scenario()) == [2, True, 6]
+    assert sorted(p for batch in runner.batches for p in batch) == [1, 2, 3]  # 2 ran all the same
+
+
+def test_many_waiting_callers_hold_no_threads() -> None:
+    batcher = Batcher(Recorder(delay=0.1), max_size=1)  # one job a batch: 300 wait in the queue
+    threads_before = threading.active_count()
+    peak = 0
+
+    async def scenario() -> list[object]:
+        nonlocal peak
+        waiting = asyncio.gather(*(batcher.submit(Job(i, size=1)) for i in range(300)))
+        await asyncio.sleep(0.3)
+        peak = threading.active_count()
+        waiting.cancel()
+        return []
+
+    asyncio.run(scenario())
+    assert peak <= threads_before + 1  # the batch thread, whatever the number of callers
