@@ -1,7 +1,7 @@
 """Scoring service under load: `liqrisk serve` (uvicorn) against the champion served by
 `mlflow models serve`, both on 127.0.0.1, driven by an async aiohttp client in this process.
 
-    python bench/bench_serve.py [--seconds 20] [--rate 200]
+    python bench/bench_serve.py [--seconds 20] [--rate 200] [--no-reference]
 
 Needs the champion of the main job (`liqrisk run`) in runs/mlflow. For each server:
 
@@ -82,18 +82,17 @@ def dataframe_split(rows: pd.DataFrame) -> dict:
 
 
 async def open_loop(send: Callable, payloads: list, *, rate: float, seconds: float) -> dict:
-    latencies, errors = [], 0
+    latencies, statuses = [], []
     start = time.perf_counter()
 
     async def one(payload) -> None:
-        nonlocal errors
         t0 = time.perf_counter()
         try:
-            ok = await send(payload)
+            status = await send(payload)
         except CLIENT_ERRORS:
-            ok = False
+            status = 0
         latencies.append(time.perf_counter() - t0)
-        errors += not ok
+        statuses.append(status)
 
     tasks = []
     k = 0
@@ -104,35 +103,37 @@ async def open_loop(send: Callable, payloads: list, *, rate: float, seconds: flo
         tasks.append(asyncio.create_task(one(payloads[k % len(payloads)])))
         k += 1
     await asyncio.gather(*tasks)
-    return _stats(latencies, errors, time.perf_counter() - start)
+    return _stats(latencies, statuses, time.perf_counter() - start)
 
 
 async def closed_loop(send: Callable, payloads: list, *, clients: int, seconds: float) -> dict:
-    latencies, errors = [], 0
+    latencies, statuses = [], []
     start = time.perf_counter()
 
     async def client(offset: int) -> None:
-        nonlocal errors
         k = offset
         while time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
             try:
-                ok = await send(payloads[k % len(payloads)])
+                status = await send(payloads[k % len(payloads)])
             except CLIENT_ERRORS:
-                ok = False
+                status = 0
             latencies.append(time.perf_counter() - t0)
-            errors += not ok
+            statuses.append(status)
             k += clients
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return _stats(latencies, errors, time.perf_counter() - start)
+    return _stats(latencies, statuses, time.perf_counter() - start)
 
 
-def _stats(latencies: list[float], errors: int, seconds: float) -> dict:
+def _stats(latencies: list[float], statuses: list[int], seconds: float) -> dict:
+    """Counts and latency percentiles; ``errors``: every answer but a 200 (refusals and client
+    time-outs included), ``refused``: the 503s of load shedding."""
     ms = np.asarray(latencies) * 1000
     return {
         "requests": len(ms),
-        "errors": errors,
+        "errors": sum(s != 200 for s in statuses),
+        "refused": sum(s == 503 for s in statuses),
         "per_s": len(ms) / seconds,
         "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
@@ -148,10 +149,10 @@ async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict
     headers = {**headers, "Content-Type": "application/json"}
     async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as client:
 
-        async def send(body: bytes) -> bool:
+        async def send(body: bytes) -> int:
             async with client.post(url, data=body) as r:
                 await r.read()
-                return r.status == 200
+                return r.status
 
         singles = [orjson.dumps(payload_of([a])) for a in accounts[:500]]
         batches = [orjson.dumps(payload_of(accounts[i : i + 1000])) for i in range(0, len(accounts) - 999, 1000)]
@@ -202,6 +203,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="server processes, the same for both servers")
     parser.add_argument("--access-log", action="store_true",
                         help="both servers with uvicorn's access log (default: without, `liqrisk serve --no-access-log`)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="liqrisk only (e.g. its load shedding at a rate above its capacity): no ratios")
     args = parser.parse_args()
     if not (ROOT / "runs" / "mlflow" / "mlflow.db").exists():
         print("bench_serve: no MLflow store at runs/mlflow; run `liqrisk run` first", file=sys.stderr)
@@ -223,6 +226,9 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(30)
+    if args.no_reference:
+        report(results, rate=args.rate)
+        return 0
     port = free_port()
     reference = start_mlflow(port, args.workers, access_log=args.access_log)
     index = {a["account_id"]: i for i, a in enumerate(accounts)}
@@ -241,11 +247,13 @@ def main() -> int:
 
 
 def report(results: dict, *, rate: float) -> None:
-    print(f"{'server':22} {'case':34} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'server':22} {'case':34} {'requests':>9} {'errors':>7} {'503':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for server, cases in results.items():
         for case, s in cases.items():
-            print(f"{server:22} {case:34} {s['requests']:>9,} {s['errors']:>7} {s['per_s']:>9.1f} "
+            print(f"{server:22} {case:34} {s['requests']:>9,} {s['errors']:>7} {s['refused']:>6} {s['per_s']:>9.1f} "
                   f"{s['p50_ms']:>8.1f} {s['p99_ms']:>8.1f}")
+    if "mlflow models serve" not in results:
+        return
     ours, ref = results["liqrisk serve"], results["mlflow models serve"]
     for case in ours:
         print(f"throughput ratio, {case}: {ours[case]['per_s'] / ref[case]['per_s']:.2f}x the reference")
