@@ -2,7 +2,7 @@
 path (features from the bars on every call, then ``RiskModel.predict``) on the same accounts.
 
     python bench/bench_scoring.py                                # model trained here (about 30 s)
-    python bench/bench_scoring.py --model-uri models:/liqrisk@champion
+    python bench/bench_scoring.py --model-uri models:/liqrisk@champion [--stages]
 
 The market is the bundled bars (``MarketState.load``); accounts are seeded cross and isolated
 books of one to three positions around the last close of the symbols whose bars are at most a
@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--files", nargs="*", default=[], help="bars files (default: every bundled one)")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--stages", action="store_true",
+                        help="also time the scorer's stages on one account at a time (wraps them: a little slower)")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -66,6 +68,47 @@ def main() -> None:
     )
     reference = offline_scores(model, market, accounts)
     print(f"\nsame probabilities (1e-12): {np.allclose(served.to_numpy(), reference[served.columns].to_numpy(), rtol=1e-12, atol=1e-12)}")
+    if args.stages:
+        stage_times(scorer, accounts, args.repeat * 10)
+
+
+# the scorer's stages, by where serve/scoring.py looks them up: module functions, then methods
+STAGE_FUNCTIONS = ("accounts_from_dicts", "state_at_as_of", "snapshot_features", "_baselines", "model_frame",
+                   "lightgbm_matrix")
+STAGE_METHODS = ("_horizons", "_explain")
+
+
+def stage_times(scorer: Scorer, accounts: list[dict], calls: int) -> None:
+    """Mean wall time per call of each stage over ``calls`` single-account scores (the stages
+    wrapped in timers for this, then restored)."""
+    import liqrisk.serve.scoring as scoring
+
+    spent: dict[str, float] = dict.fromkeys((*STAGE_FUNCTIONS, *STAGE_METHODS), 0.0)
+
+    def timer(name, call):
+        def timed_call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+        return timed_call
+
+    saved = [(scoring, n, getattr(scoring, n)) for n in STAGE_FUNCTIONS]
+    saved += [(Scorer, n, getattr(Scorer, n)) for n in STAGE_METHODS]
+    for owner, name, call in saved:
+        setattr(owner, name, timer(name, call))
+    try:
+        started = time.perf_counter()
+        for i in range(calls):
+            scorer.score(accounts[i % 1000 : i % 1000 + 1])
+        total = (time.perf_counter() - started) / calls * 1000
+    finally:
+        for owner, name, call in saved:
+            setattr(owner, name, call)
+    print(f"\nstages of one account ({calls} calls, {total:.2f} ms a call in all):")
+    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<22}{seconds / calls * 1000:>7.2f} ms")
 
 
 def load_model(uri: str) -> RiskModel:
