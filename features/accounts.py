@@ -266,7 +266,7 @@ def _position(
     # checks ~2,000 positions, and the good ones should cost only the checks
     if not isinstance(raw, dict):
         raise InputError(f"{dialect.prefix(i).rstrip('.')} must be an object, got {type(raw).__name__}")
-    symbol, side, qty, entry = (raw.get(key) for key in _POSITION_KEYS)
+    symbol, side, qty, entry = raw.get("symbol"), raw.get("side"), raw.get("qty"), raw.get("entry_price")
     if symbol is None or side is None or qty is None or entry is None:
         for key in _POSITION_KEYS:
             _require(raw, key, dialect.prefix(i))

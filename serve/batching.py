@@ -123,8 +123,15 @@ class Batcher:
                 self.batches += 1
                 try:
                     await loop.run_in_executor(self._thread, self._run, batch)
+                except RuntimeError as exc:  # the batch thread is stopped (the service is closing)
+                    batch += self._queue
+                    self._queue.clear()
+                    for job in batch:
+                        job.fail(exc)
                 finally:
                     for job in batch:
+                        if not job.done:  # the drain was cancelled: nobody will run it now
+                            job.fail(RuntimeError("the batch was not run: the service is stopping"))
                         done = self._waiting.pop(id(job))
                         if not done.done():  # a cancelled caller's future is done already
                             done.set_result(None)

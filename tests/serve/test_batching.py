@@ -155,3 +155,11 @@ def test_many_waiting_callers_hold_no_threads() -> None:
 
     asyncio.run(scenario())
     assert peak <= threads_before + 1  # the batch thread, whatever the number of callers
+
+
+def test_a_job_submitted_after_close_fails_instead_of_hanging() -> None:
+    batcher = Batcher(Recorder(delay=0.0), max_size=10)
+    assert submit(batcher, Job(1, size=1)) == 2
+    batcher.close()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        submit(batcher, Job(2, size=1))
