@@ -81,26 +81,27 @@ def dataframe_split(rows: pd.DataFrame) -> dict:
     return {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
 
 
+async def _timed(send: Callable, payload, latencies: list[float], statuses: list[int]) -> None:
+    """One request: its latency and its status (0 for a request the client saw fail)."""
+    t0 = time.perf_counter()
+    try:
+        status = await send(payload)
+    except CLIENT_ERRORS:
+        status = 0
+    latencies.append(time.perf_counter() - t0)
+    statuses.append(status)
+
+
 async def open_loop(send: Callable, payloads: list, *, rate: float, seconds: float) -> dict:
     latencies, statuses = [], []
     start = time.perf_counter()
-
-    async def one(payload) -> None:
-        t0 = time.perf_counter()
-        try:
-            status = await send(payload)
-        except CLIENT_ERRORS:
-            status = 0
-        latencies.append(time.perf_counter() - t0)
-        statuses.append(status)
-
     tasks = []
     k = 0
     while (now := time.perf_counter() - start) < seconds:
         due = k / rate
         if due > now:
             await asyncio.sleep(due - now)
-        tasks.append(asyncio.create_task(one(payloads[k % len(payloads)])))
+        tasks.append(asyncio.create_task(_timed(send, payloads[k % len(payloads)], latencies, statuses)))
         k += 1
     await asyncio.gather(*tasks)
     return _stats(latencies, statuses, time.perf_counter() - start)
@@ -113,13 +114,7 @@ async def closed_loop(send: Callable, payloads: list, *, clients: int, seconds: 
     async def client(offset: int) -> None:
         k = offset
         while time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            try:
-                status = await send(payloads[k % len(payloads)])
-            except CLIENT_ERRORS:
-                status = 0
-            latencies.append(time.perf_counter() - t0)
-            statuses.append(status)
+            await _timed(send, payloads[k % len(payloads)], latencies, statuses)
             k += clients
 
     await asyncio.gather(*(client(i) for i in range(clients)))

@@ -312,7 +312,7 @@ def fitted_booster(model: lgb.LGBMModel, layout: Layout) -> lgb.Booster | None:
 PARALLEL_ROWS = 256  # from this many rows a prediction uses every core, whatever n_jobs says
 
 
-def threads(model: lgb.LGBMModel, rows: int = 0) -> int:
+def threads(model: lgb.LGBMModel, rows: int) -> int:
     """The booster's ``num_threads`` for predicting ``rows`` rows: the model's ``n_jobs`` (0,
     OpenMP's default of every core, where it is not a positive number), or every core from
     :data:`PARALLEL_ROWS` rows. A service sets ``n_jobs=1`` because OpenMP's start-up costs
