@@ -35,7 +35,7 @@ from liqrisk.models.fastpath import (
     threads,
 )
 from liqrisk.models.shortfall import Severity, expected_shortfall, exposure
-from liqrisk.models.train import CATEGORICAL, INPUTS, model_frame, uncalibrated
+from liqrisk.models.train import CATEGORICAL, INPUTS, MODEL_LAYOUT, model_frame, model_inputs, uncalibrated
 
 EVENTS: tuple[str, ...] = ("liquidated", "negative")
 EXPLAINED_KINDS: tuple[str, ...] = (
@@ -78,16 +78,13 @@ class RiskModel:
         self,
         table: pd.DataFrame,
         *,
-        frame: pd.DataFrame | None = None,
-        matrix: np.ndarray | None = None,
+        inputs: tuple[pd.DataFrame, np.ndarray] | None = None,
     ) -> pd.DataFrame:
         """Per row of ``table`` (the dataset's feature columns): ``p_liquidated_{h}``,
         ``p_negative_{h}`` and ``expected_shortfall_{h}`` for every horizon, coherent as the
-        module docstring says. ``frame`` is ``model_frame(table)`` and ``matrix`` its
-        ``lightgbm_matrix``, when the caller has them."""
-        X = model_frame(table) if frame is None else frame
-        matrix = lightgbm_matrix(X) if matrix is None else matrix
-        layout = Layout.of(X)
+        module docstring says. ``inputs`` is ``model_inputs(table)``, when the caller has it."""
+        X, matrix = model_inputs(table) if inputs is None else inputs
+        layout = MODEL_LAYOUT
         notional = exposure(table)
         p_liq = self._probabilities("liquidated", X, layout, matrix)
         p_neg = np.maximum.accumulate(self._probabilities("negative", X, layout, matrix), axis=1)
@@ -187,13 +184,14 @@ def contributions(
     model: object, X: pd.DataFrame, matrix: np.ndarray | None = None
 ) -> pd.DataFrame | None:
     """Exact per-feature contributions to the log-odds of ``model`` on :func:`model_frame` rows
-    (``matrix``: their :func:`lightgbm_matrix`, when the caller has it).
+    (``matrix``: their :func:`lightgbm_matrix`, when the caller has it; ``X`` is then taken to
+    have :data:`~liqrisk.models.train.MODEL_LAYOUT`, as every model frame has).
 
     LightGBM: TreeSHAP (``pred_contrib``). The logistic pipeline: ``coef × transformed value``,
     summed back onto the input feature (its scaled value, its missing indicator, the one-hot
     columns of ``asset_class``), with the intercept as :data:`BIAS`. Other models: None.
     """
-    layout = Layout.of(X)
+    layout = Layout.of(X) if matrix is None else MODEL_LAYOUT
     if isinstance(model, lgb.LGBMClassifier):
         values = _tree_contributions(model, X, layout, matrix)
     elif isinstance(model, Pipeline) and isinstance(model[-1], LogisticRegression):

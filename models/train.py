@@ -44,6 +44,7 @@ from liqrisk.features._frames import Columns, frame_from_arrays
 from liqrisk.features.market_features import MARKET_FEATURES
 from liqrisk.features.position import POSITION_FEATURES
 from liqrisk.models.baselines import structural_probabilities_by_horizon
+from liqrisk.models.fastpath import Layout
 from liqrisk.models.splits import Split
 
 ASSET_CLASSES: tuple[str, ...] = ("commodity", "crypto", "equity", "fx", "index")
@@ -60,6 +61,12 @@ FEATURES: tuple[str, ...] = (*NUMERIC, *DERIVED, CATEGORICAL)  # the model's col
 ASSET_CLASS_DTYPE = pd.CategoricalDtype(list(ASSET_CLASSES), ordered=False)
 _ASSET_CLASS_CODES = {name: code for code, name in enumerate(ASSET_CLASSES)}
 _FEATURE_COLUMNS = Columns.of(FEATURES)
+# what ``Layout.of`` finds in every :func:`model_frame` (the key of the fitted models' constants)
+MODEL_LAYOUT = Layout(
+    columns=FEATURES,
+    names=FEATURES,
+    categories=((len(FEATURES) - 1, ASSET_CLASSES),),
+)
 
 # +1: the score never falls as the feature rises (everything else fixed); -1: never rises.
 MONOTONE: dict[str, int] = {
@@ -94,6 +101,16 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
 
     Reads the :data:`INPUTS` columns of ``table`` and adds :data:`DERIVED` (the structural
     baseline's probabilities). Raises ``KeyError`` naming the missing input columns.
+    """
+    return model_inputs(table)[0]
+
+
+def model_inputs(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`model_frame` of ``table`` and the same rows as the float matrix the fitted models
+    read (``liqrisk.models.fastpath.lightgbm_matrix`` of that frame: ``asset_class`` as its
+    category code, NaN where missing), built together from the same arrays. Its layout is
+    :data:`MODEL_LAYOUT`.
+
     The frame is built from its blocks, one float array and one categorical column (a service
     calls this for a single account, where each pandas operation costs more than the arithmetic).
     """
@@ -111,8 +128,16 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
         for p in pair
     ]
     values[np.isinf(values)] = np.nan
-    columns = dict(zip(FEATURES, [*values.T, *derived, _asset_class(table.iloc[:, position[CATEGORICAL]])], strict=True))
-    return frame_from_arrays(columns, index=table.index, names=_FEATURE_COLUMNS)
+    asset_class = _asset_class(table.iloc[:, position[CATEGORICAL]])
+    matrix = np.empty((len(values), len(FEATURES)), dtype=np.float64)
+    matrix[:, : len(NUMERIC)] = values
+    for j, p in enumerate(derived, start=len(NUMERIC)):
+        matrix[:, j] = p
+    codes = asset_class.codes.astype(np.float64)
+    codes[codes == -1] = np.nan
+    matrix[:, -1] = codes
+    columns = dict(zip(FEATURES, [*values.T, *derived, asset_class], strict=True))
+    return frame_from_arrays(columns, index=table.index, names=_FEATURE_COLUMNS), matrix
 
 
 def _asset_class(raw: pd.Series) -> pd.Categorical:

@@ -59,13 +59,12 @@ from liqrisk.features.margin import (
     replay_units,
 )
 from liqrisk.features.position import group_starts, is_isolated
-from liqrisk.features.replay import state_at_as_of
+from liqrisk.features.replay import EngineState, state_at_as_of
 from liqrisk.features.snapshot import snapshot_features
 from liqrisk.models.baselines import leverage_score, margin_ratio_warning
 from liqrisk.models.bundle import RiskModel, contributions
-from liqrisk.models.fastpath import lightgbm_matrix
 from liqrisk.models.reasons import top_reasons
-from liqrisk.models.train import model_frame, uncalibrated
+from liqrisk.models.train import model_inputs, uncalibrated
 from liqrisk.serve.market import MarketState, MarketView
 
 DEFAULT_REASON_LABEL = "negative_24h"
@@ -81,7 +80,7 @@ class _Assessment:
     table: pd.DataFrame  # snapshot features, index account
     views: dict[int, dict[str, Any]]  # per account: status, error, horizons, baseline
     reasons: dict[int, list[dict[str, Any]]]
-    price: pd.Series  # last close per position (aligned with the positions)
+    price: np.ndarray  # last close per position (aligned with the positions)
 
 
 class Scorer:
@@ -177,7 +176,7 @@ class Scorer:
 
     def _assess(self, view: MarketView, positions: pd.DataFrame, *, explain: bool) -> _Assessment:
         if positions.empty:
-            return _Assessment(pd.DataFrame(columns=["status"]), {}, {}, pd.Series(dtype=float))
+            return _Assessment(pd.DataFrame(columns=["status"]), {}, {}, np.zeros(0))
         state = state_at_as_of(view.market, self.instruments, positions)
         table = snapshot_features(
             view.market,
@@ -191,9 +190,8 @@ class Scorer:
         status = np.array(statuses, dtype=object)
         ok = _rows_where(table, status == "ok")
         priced = _rows_where(table, status != "error")
-        baseline = _baselines(priced, positions, state[0]) if len(priced) else {}
-        X = model_frame(ok) if len(ok) else None
-        matrix = lightgbm_matrix(X) if X is not None else None
+        baseline = _baselines(priced, state) if len(priced) else {}
+        X, matrix = model_inputs(ok) if len(ok) else (None, None)
         horizons, risk = self._horizons(ok, X, matrix)
         views = {
             code: {
@@ -207,7 +205,7 @@ class Scorer:
         reasons = (
             self._explain(ok, X, matrix, risk) if explain and self.reasons > 0 and len(ok) else {}
         )
-        return _Assessment(table, views, reasons, state[0]["price"])
+        return _Assessment(table, views, reasons, state.arrays["price"])
 
     def _horizons(
         self, ok: pd.DataFrame, X: pd.DataFrame | None, matrix: np.ndarray | None
@@ -216,7 +214,7 @@ class Scorer:
         the calibrated probability of the reason label's event, per row (``X``: the model frame)."""
         if ok.empty:
             return {}, np.zeros(0)
-        scores = self.model.predict(ok, frame=X, matrix=matrix)
+        scores = self.model.predict(ok, inputs=(X, matrix))
         horizons = self.model.horizons
         values = scores.to_numpy(dtype=float)
         where = [scores.columns.get_loc(f"{n}_{h}") for h in horizons for n in _OUTPUTS]
@@ -371,7 +369,7 @@ def _rows_where(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
 
 
 def _changed(
-    positions: pd.DataFrame, price: pd.Series, *, add_collateral: float, cut: float
+    positions: pd.DataFrame, price: np.ndarray, *, add_collateral: float, cut: float
 ) -> pd.DataFrame:
     """The positions after cutting every quantity by ``cut`` (P&L of the closed part realised
     into collateral at ``price``) and adding ``add_collateral`` (module docstring)."""
@@ -381,7 +379,7 @@ def _changed(
     collateral = out["collateral"].to_numpy(dtype=float).copy()
     account = out["account"].to_numpy()
     if cut:
-        realised = side * cut * qty * (price.to_numpy(dtype=float) - entry)
+        realised = side * cut * qty * (price - entry)
         per_account = pd.Series(realised).groupby(account).transform("sum").to_numpy()
         collateral += np.where(isolated, realised, per_account)
         out["qty"] = qty * (1.0 - cut)
@@ -396,19 +394,22 @@ def _changed(
 # --- the rule baseline ------------------------------------------------------------------------
 
 
-def _baselines(
-    table: pd.DataFrame, positions: pd.DataFrame, state: pd.DataFrame
-) -> dict[int, dict[str, Any]]:
-    """The rule view of each account of ``table`` (index account) from its positions at the last close."""
-    keep = np.isin(positions["account"].to_numpy(), table.index.to_numpy())
-    p, s = (positions, state) if keep.all() else (positions[keep], state[keep])
-    account = p["account"].to_numpy()
-    isolated = is_isolated(p["margin_mode"])
-    symbol = p["symbol"].to_numpy(dtype=object)
-    side, qty, entry, collateral = (
-        p[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price", "collateral")
-    )
-    price, mmr, amount = (s[c].to_numpy(dtype=float) for c in ("price", "mmr", "amount"))
+def _baselines(table: pd.DataFrame, state: EngineState) -> dict[int, dict[str, Any]]:
+    """The rule view of each account of ``table`` (index account) from its positions at the
+    last close, read from the engine's state of those positions (its arrays, no frame)."""
+    held = state.arrays
+    keep = np.isin(held["account"], table.index.to_numpy())
+    every = keep.all()
+
+    def column(name: str) -> np.ndarray:
+        return held[name] if every else held[name][keep]
+
+    account = column("account")
+    isolated = is_isolated(column("margin_mode"))
+    symbol = state.positions["symbol"].to_numpy(dtype=object)
+    symbol = symbol if every else symbol[keep]
+    side, qty, entry, collateral = (column(c) for c in ("side", "qty", "entry_price", "collateral"))
+    price, mmr, amount = (column(c) for c in ("price", "mmr", "amount"))
     starts = group_starts(account)  # the rows of an account are together
     stops = np.append(starts[1:], len(account))
     units = replay_units(account, isolated)

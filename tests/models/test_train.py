@@ -6,17 +6,20 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
+from liqrisk.models.fastpath import Layout, lightgbm_matrix
 from liqrisk.models.metrics import expected_calibration_error
 from liqrisk.models.splits import walk_forward_splits
 from liqrisk.models.train import (
     ASSET_CLASSES,
     FEATURES,
+    MODEL_LAYOUT,
     MONOTONE,
     NUMERIC,
     calibrate,
     early_stopping_rows,
     fit_lightgbm,
     model_frame,
+    model_inputs,
     train_split,
     uncalibrated,
 )
@@ -97,6 +100,10 @@ def test_model_frame_is_the_frame_built_column_by_column(table: pd.DataFrame, ro
     pd.testing.assert_frame_equal(model_frame(odd), _model_frame_by_column(odd), check_exact=True)
     as_category = odd.assign(asset_class=odd["asset_class"].astype("category"))
     pd.testing.assert_frame_equal(model_frame(as_category), _model_frame_by_column(odd), check_exact=True)
+    # the matrix built beside the frame is the frame as the fitted models read it
+    X, matrix = model_inputs(odd)
+    assert Layout.of(X) == MODEL_LAYOUT
+    np.testing.assert_array_equal(matrix, lightgbm_matrix(_model_frame_by_column(odd)))
 
 
 def test_model_frame_names_the_missing_inputs(table: pd.DataFrame) -> None:
