@@ -100,6 +100,32 @@ def snapshot_features(
     service calls this for a handful of accounts, where each intermediate frame would cost
     more than the arithmetic.
     """
+    columns, index = snapshot_columns(
+        market,
+        instruments,
+        positions,
+        feature_horizon=feature_horizon,
+        market_part=market_part,
+        state=state,
+    )
+    return frame_from_arrays(columns, index=index, names=_SNAPSHOT_INDEX)
+
+
+SnapshotColumns = dict[str, np.ndarray | pd.api.extensions.ExtensionArray]
+
+
+def snapshot_columns(
+    market: Market,
+    instruments: Mapping[str, Instrument],
+    positions: pd.DataFrame,
+    *,
+    feature_horizon: pd.Timedelta,
+    market_part: MarketFeatures | MarketFeatureRows,
+    state: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+) -> tuple[SnapshotColumns, pd.Index]:
+    """:func:`snapshot_features` before it becomes a frame: its columns (``SNAPSHOT_COLUMNS``,
+    one value per account, in the frame's order) and its index. For a caller that reads a few
+    columns of a handful of accounts (the service), the frame would cost more than the features."""
     state = state if state is not None else state_at_as_of(market, instruments, positions)
     read = _Read(positions, state)
     account = read("account")
@@ -109,12 +135,12 @@ def snapshot_features(
     symbol = positions["symbol"].array[anchor]
     named = _symbol_columns(symbol, instruments)
     keys = _Keys(symbol, named["symbol"], positions["as_of"].array[anchor], read("as_of_us")[anchor])
-    columns = {
+    parts = {
         **_position_columns(positions, read, starts, state, feature_horizon=feature_horizon),
         **_market_columns(market_part, keys, index),
         **named,
     }
-    return frame_from_arrays(columns, index=index, names=_SNAPSHOT_INDEX)
+    return {c: parts[c] for c in SNAPSHOT_COLUMNS}, index
 
 
 def market_features_from_bars(

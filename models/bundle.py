@@ -12,6 +12,7 @@ is non-decreasing in the horizon (a running maximum over sorted horizons). Expec
 shortfall is PD × LGD × EAD (:mod:`liqrisk.models.shortfall`).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,15 @@ from liqrisk.models.fastpath import (
     threads,
 )
 from liqrisk.models.shortfall import Severity, expected_shortfall, exposure
-from liqrisk.models.train import CATEGORICAL, INPUTS, MODEL_LAYOUT, model_frame, model_inputs, uncalibrated
+from liqrisk.models.train import (
+    CATEGORICAL,
+    INPUTS,
+    MODEL_LAYOUT,
+    frame_of_matrix,
+    model_frame,
+    model_inputs,
+    uncalibrated,
+)
 
 EVENTS: tuple[str, ...] = ("liquidated", "negative")
 EXPLAINED_KINDS: tuple[str, ...] = (
@@ -84,20 +93,34 @@ class RiskModel:
         ``p_negative_{h}`` and ``expected_shortfall_{h}`` for every horizon, coherent as the
         module docstring says. ``inputs`` is ``model_inputs(table)``, when the caller has it."""
         X, matrix = model_inputs(table) if inputs is None else inputs
-        layout = MODEL_LAYOUT
-        notional = exposure(table)
-        p_liq = self._probabilities("liquidated", X, layout, matrix)
-        p_neg = np.maximum.accumulate(self._probabilities("negative", X, layout, matrix), axis=1)
+        values = self.predict_values(matrix, exposure(table), frame=X)
+        return pd.DataFrame(values, columns=column_index(self.outputs), index=table.index)
+
+    def predict_values(
+        self, matrix: np.ndarray, notional: np.ndarray, *, frame: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """:meth:`predict`'s values, rows x :attr:`outputs`, from the rows' model matrix
+        (``model_inputs``, ``model_matrix``) and gross notional (``exposure``). ``frame`` is
+        the matrix's model frame, if the caller has it: only a model without a fast path reads
+        it (built from the matrix when needed)."""
+        frames: list[pd.DataFrame] = [] if frame is None else [frame]
+
+        def X() -> pd.DataFrame:
+            if not frames:
+                frames.append(frame_of_matrix(matrix, pd.RangeIndex(len(matrix))))
+            return frames[0]
+
+        p_liq = self._probabilities("liquidated", X, matrix)
+        p_neg = np.maximum.accumulate(self._probabilities("negative", X, matrix), axis=1)
         p_liq = np.maximum.accumulate(np.maximum(p_liq, p_neg), axis=1)
         shortfall = np.column_stack(
             [
-                expected_shortfall(p_neg[:, k], self._severity(h, X, layout, matrix), notional)
+                expected_shortfall(p_neg[:, k], self._severity(h, X, matrix), notional)
                 for k, h in enumerate(self.horizons)
             ]
         )
-        # (row, horizon, output) -> one row of :attr:`outputs`; one frame built from one array
-        values = np.stack([p_liq, p_neg, shortfall], axis=2).reshape(len(X), len(self.outputs))
-        return pd.DataFrame(values, columns=column_index(self.outputs), index=table.index)
+        # (row, horizon, output) -> one row of :attr:`outputs`
+        return np.stack([p_liq, p_neg, shortfall], axis=2).reshape(len(matrix), len(self.outputs))
 
     def contributions(self, table: pd.DataFrame, label: str) -> pd.DataFrame | None:
         """Each feature's push on ``label``'s log-odds (uncalibrated classifier), plus :data:`BIAS`;
@@ -143,36 +166,28 @@ class RiskModel:
             if severity.regressor is not None:
                 severity.regressor.set_params(n_jobs=n)
 
-    def _probabilities(
-        self, event: str, X: pd.DataFrame, layout: Layout, matrix: np.ndarray
-    ) -> np.ndarray:
+    def _probabilities(self, event: str, X: Callable[[], pd.DataFrame], matrix: np.ndarray) -> np.ndarray:
         """The calibrated P(``event``) per row (rows) and horizon (columns, in order)."""
-        return np.column_stack(
-            [self._proba(f"{event}_{h}", X, layout, matrix) for h in self.horizons]
-        )
+        return np.column_stack([self._proba(f"{event}_{h}", X, matrix) for h in self.horizons])
 
-    def _proba(
-        self, label: str, X: pd.DataFrame, layout: Layout, matrix: np.ndarray
-    ) -> np.ndarray:
+    def _proba(self, label: str, X: Callable[[], pd.DataFrame], matrix: np.ndarray) -> np.ndarray:
         """The calibrated P(event): from the fitted parts where :mod:`liqrisk.models.fastpath`
-        knows the model, else scikit-learn's ``predict_proba``. Both give the same numbers; the
-        first skips milliseconds of per-call checks, which a service answering one account
-        would pay for every classifier."""
+        knows the model, else scikit-learn's ``predict_proba`` on the model frame (``X()``).
+        Both give the same numbers; the first skips milliseconds of per-call checks, which a
+        service answering one account would pay for every classifier."""
         classifier = self.classifiers[label]
-        fast = calibrated_probability(classifier, layout, matrix)
-        return classifier.predict_proba(X)[:, 1] if fast is None else fast
+        fast = calibrated_probability(classifier, MODEL_LAYOUT, matrix)
+        return classifier.predict_proba(X())[:, 1] if fast is None else fast
 
-    def _severity(
-        self, horizon: str, X: pd.DataFrame, layout: Layout, matrix: np.ndarray
-    ) -> np.ndarray:
+    def _severity(self, horizon: str, X: Callable[[], pd.DataFrame], matrix: np.ndarray) -> np.ndarray:
         severity = self.severity[horizon]
         booster = (
-            fitted_booster(severity.regressor, layout)
+            fitted_booster(severity.regressor, MODEL_LAYOUT)
             if isinstance(severity.regressor, lgb.LGBMRegressor)
             else None
         )
         if booster is None:
-            return severity.predict(X)
+            return severity.predict(X())
         # LGBMRegressor.predict: the booster's output (identity link for objective="regression")
         return (
             np.exp(booster.predict(matrix, num_threads=threads(severity.regressor, len(matrix))))

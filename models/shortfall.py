@@ -19,11 +19,13 @@ bad-debt *dollars* at the top of an alert list: a 2% chance of losing 5% of a la
 matters more than a 5% chance of losing 1% of a small one.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 MIN_SEVERITY_EVENTS = 50
 MIN_RATIO = 1e-9  # floor of the loss ratio before the log (a shortfall of 0 on a negative row is rounding)
@@ -45,9 +47,10 @@ class Severity:
         return np.exp(self.regressor.predict(X)) * self.smearing
 
 
-def exposure(table: pd.DataFrame) -> np.ndarray:
-    """Gross notional at as_of (EAD), from ``log_notional``; 0 where unknown."""
-    return np.nan_to_num(10.0 ** table["log_notional"].to_numpy(dtype=float), nan=0.0)
+def exposure(table: Mapping[str, ArrayLike]) -> np.ndarray:
+    """Gross notional at as_of (EAD), from the ``log_notional`` column of a frame or a mapping
+    of columns; 0 where unknown."""
+    return np.nan_to_num(10.0 ** np.asarray(table["log_notional"], dtype=float), nan=0.0)
 
 
 def loss_ratio(shortfall: np.ndarray, notional: np.ndarray) -> np.ndarray:

@@ -25,12 +25,13 @@ Choices, stated once:
   ``force_row_wise=True`` and a fixed ``n_jobs``; no bagging or feature subsampling.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -108,42 +109,62 @@ def model_frame(table: pd.DataFrame) -> pd.DataFrame:
 def model_inputs(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """:func:`model_frame` of ``table`` and the same rows as the float matrix the fitted models
     read (``liqrisk.models.fastpath.lightgbm_matrix`` of that frame: ``asset_class`` as its
-    category code, NaN where missing), built together from the same arrays. Its layout is
-    :data:`MODEL_LAYOUT`.
+    category code, NaN where missing). The frame's layout is :data:`MODEL_LAYOUT`."""
+    position = {c: i for i, c in enumerate(table.columns.tolist())}
+    _check_inputs(position)
+    values = table.take([position[c] for c in NUMERIC], axis=1).to_numpy(
+        dtype=np.float64, na_value=np.nan, copy=True
+    )
+    matrix = _matrix(values, table.iloc[:, position[CATEGORICAL]].tolist())
+    return frame_of_matrix(matrix, table.index), matrix
+
+
+def model_matrix(columns: Mapping[str, ArrayLike]) -> np.ndarray:
+    """The matrix of :func:`model_inputs` from a table's columns (name -> one value per row),
+    without a frame: what the service scores a handful of accounts on."""
+    _check_inputs(columns)
+    values = np.empty((len(columns[CATEGORICAL]), len(NUMERIC)), dtype=np.float64)
+    for j, c in enumerate(NUMERIC):
+        values[:, j] = columns[c]
+    return _matrix(values, list(columns[CATEGORICAL]))
+
+
+def frame_of_matrix(matrix: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """The :func:`model_frame` whose matrix is ``matrix`` (rows on ``index``).
 
     The frame is built from its blocks, one float array and one categorical column (a service
     calls this for a single account, where each pandas operation costs more than the arithmetic).
     """
-    position = {c: i for i, c in enumerate(table.columns.tolist())}
-    missing = [c for c in INPUTS if c not in position]
+    codes = matrix[:, -1]
+    codes = np.where(np.isnan(codes), -1, codes).astype(np.int8)
+    asset_class = pd.Categorical.from_codes(codes, dtype=ASSET_CLASS_DTYPE)
+    columns = dict(zip(FEATURES, [*matrix[:, :-1].T, asset_class], strict=True))
+    return frame_from_arrays(columns, index=index, names=_FEATURE_COLUMNS)
+
+
+def _check_inputs(columns: Mapping[str, object] | dict[str, int]) -> None:
+    missing = [c for c in INPUTS if c not in columns]
     if missing:
         raise KeyError(f"model_frame: table lacks feature column(s) {missing}")
-    values = table.take([position[c] for c in NUMERIC], axis=1).to_numpy(
-        dtype=np.float64, na_value=np.nan, copy=True
-    )
+
+
+def _matrix(values: np.ndarray, asset_class: list[object]) -> np.ndarray:
+    """:data:`FEATURES` as floats from the numeric inputs (``values``, rows x :data:`NUMERIC`,
+    changed in place) and the ``asset_class`` of each row: :data:`DERIVED` from the values as
+    given (inf included), then ``inf`` -> NaN, and the class's code (NaN: unknown or missing)."""
     given = dict(zip(NUMERIC, values.T, strict=True))
-    derived = [  # from the values as given (inf included), in DERIVED order
+    derived = [  # in DERIVED order
         p
         for pair in structural_probabilities_by_horizon(given, horizons=list(STRUCTURAL_HORIZONS.values()))
         for p in pair
     ]
     values[np.isinf(values)] = np.nan
-    asset_class = _asset_class(table.iloc[:, position[CATEGORICAL]])
     matrix = np.empty((len(values), len(FEATURES)), dtype=np.float64)
     matrix[:, : len(NUMERIC)] = values
     for j, p in enumerate(derived, start=len(NUMERIC)):
         matrix[:, j] = p
-    codes = asset_class.codes.astype(np.float64)
-    codes[codes == -1] = np.nan
-    matrix[:, -1] = codes
-    columns = dict(zip(FEATURES, [*values.T, *derived, asset_class], strict=True))
-    return frame_from_arrays(columns, index=table.index, names=_FEATURE_COLUMNS), matrix
-
-
-def _asset_class(raw: pd.Series) -> pd.Categorical:
-    """``raw`` as :data:`ASSET_CLASS_DTYPE`: a class not in the list (or missing) is NaN."""
-    codes = [_ASSET_CLASS_CODES.get(value, -1) for value in raw.tolist()]
-    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8), dtype=ASSET_CLASS_DTYPE)
+    matrix[:, -1] = [_ASSET_CLASS_CODES.get(value, np.nan) for value in asset_class]
+    return matrix
 
 
 def monotone_vector(columns: list[str] | tuple[str, ...] = FEATURES) -> list[int]:

@@ -60,11 +60,12 @@ from liqrisk.features.margin import (
 )
 from liqrisk.features.position import group_starts, is_isolated
 from liqrisk.features.replay import EngineState, state_at_as_of
-from liqrisk.features.snapshot import snapshot_features
+from liqrisk.features.snapshot import snapshot_columns
 from liqrisk.models.baselines import leverage_score, margin_ratio_warning
 from liqrisk.models.bundle import RiskModel, contributions
 from liqrisk.models.reasons import top_reasons
-from liqrisk.models.train import model_inputs, uncalibrated
+from liqrisk.models.shortfall import exposure
+from liqrisk.models.train import frame_of_matrix, model_matrix, uncalibrated
 from liqrisk.serve.market import MarketState, MarketView
 
 DEFAULT_REASON_LABEL = "negative_24h"
@@ -77,7 +78,7 @@ _OUTPUTS = ("p_liquidated", "p_negative", "expected_shortfall")  # per horizon, 
 class _Assessment:
     """What one features call and one predict call found for a set of accounts (by code)."""
 
-    table: pd.DataFrame  # snapshot features, index account
+    alive: np.ndarray  # the accounts (codes) not in error
     views: dict[int, dict[str, Any]]  # per account: status, error, horizons, baseline
     reasons: dict[int, list[dict[str, Any]]]
     price: np.ndarray  # last close per position (aligned with the positions)
@@ -157,9 +158,8 @@ class Scorer:
         positions = parsed.positions([not e for e in errors], account_ids=True)
         current = self._assess(view, positions, explain=True)
         changed = None
-        if change is not None and not current.table.empty:
-            alive = current.table.index[current.table["status"] != "error"]
-            mine = positions["account"].isin(alive).to_numpy()
+        if change is not None and len(current.alive):
+            mine = np.isin(positions["account"].to_numpy(), current.alive)
             changed = self._assess(
                 view, _changed(positions[mine], current.price[mine], **change), explain=False
             )
@@ -176,9 +176,9 @@ class Scorer:
 
     def _assess(self, view: MarketView, positions: pd.DataFrame, *, explain: bool) -> _Assessment:
         if positions.empty:
-            return _Assessment(pd.DataFrame(columns=["status"]), {}, {}, np.zeros(0))
+            return _Assessment(np.zeros(0, dtype=np.int64), {}, {}, np.zeros(0))
         state = state_at_as_of(view.market, self.instruments, positions)
-        table = snapshot_features(
+        table, index = snapshot_columns(
             view.market,
             self.instruments,
             positions,
@@ -186,13 +186,12 @@ class Scorer:
             market_part=view.market_features,
             state=state,
         )
-        codes, statuses = table.index.tolist(), table["status"].tolist()
-        status = np.array(statuses, dtype=object)
-        ok = _rows_where(table, status == "ok")
-        priced = _rows_where(table, status != "error")
-        baseline = _baselines(priced, state) if len(priced) else {}
-        X, matrix = model_inputs(ok) if len(ok) else (None, None)
-        horizons, risk = self._horizons(ok, X, matrix)
+        codes, statuses = index.to_numpy(), table["status"]
+        ok, priced = statuses == "ok", statuses != "error"
+        baseline = _baselines(_rows(table, priced), codes[priced], state) if priced.any() else {}
+        ok_codes = codes[ok]
+        matrix = model_matrix(_rows(table, ok)) if len(ok_codes) else None
+        horizons, risk = self._horizons(ok_codes, matrix, _rows(table, ok, ("log_notional",)))
         views = {
             code: {
                 "status": status,
@@ -200,39 +199,43 @@ class Scorer:
                 "horizons": horizons.get(code),
                 "baseline": baseline.get(code),
             }
-            for code, status, reason in zip(codes, statuses, table["reason"].tolist(), strict=True)
+            for code, status, reason in zip(
+                codes.tolist(), statuses.tolist(), table["reason"].tolist(), strict=True
+            )
         }
         reasons = (
-            self._explain(ok, X, matrix, risk) if explain and self.reasons > 0 and len(ok) else {}
+            self._explain(ok_codes, matrix, risk)
+            if explain and self.reasons > 0 and len(ok_codes)
+            else {}
         )
-        return _Assessment(table, views, reasons, state.arrays["price"])
+        return _Assessment(codes[priced], views, reasons, state.arrays["price"])
 
     def _horizons(
-        self, ok: pd.DataFrame, X: pd.DataFrame | None, matrix: np.ndarray | None
+        self, codes: np.ndarray, matrix: np.ndarray | None, table: Mapping[str, np.ndarray]
     ) -> tuple[dict[int, dict[str, Any]], np.ndarray]:
-        """Per ok account, ``{horizon: {p_liquidated, p_negative, expected_shortfall}}``; and
-        the calibrated probability of the reason label's event, per row (``X``: the model frame)."""
-        if ok.empty:
+        """Per ok account (``codes``; ``matrix``: their model matrix; ``table``: their
+        ``log_notional``), ``{horizon: {p_liquidated, p_negative, expected_shortfall}}``; and
+        the calibrated probability of the reason label's event, per row."""
+        if matrix is None:
             return {}, np.zeros(0)
-        scores = self.model.predict(ok, inputs=(X, matrix))
-        horizons = self.model.horizons
-        values = scores.to_numpy(dtype=float)
-        where = [scores.columns.get_loc(f"{n}_{h}") for h in horizons for n in _OUTPUTS]
+        values = self.model.predict_values(matrix, exposure(table))
+        horizons, outputs = self.model.horizons, self.model.outputs
+        where = [outputs.index(f"{n}_{h}") for h in horizons for n in _OUTPUTS]
         # (row, horizon, output) as nested lists; a dict display per horizon (half the time of
         # dict(zip(...)) over 1,000 rows)
-        rows = _numbers(values[:, where].reshape(len(ok), len(horizons), len(_OUTPUTS)))
+        rows = _numbers(values[:, where].reshape(len(codes), len(horizons), len(_OUTPUTS)))
         views = {
             code: {
                 h: {"p_liquidated": liq, "p_negative": neg, "expected_shortfall": es}
                 for h, (liq, neg, es) in zip(horizons, row, strict=True)
             }
-            for code, row in zip(ok.index.tolist(), rows, strict=True)
+            for code, row in zip(codes.tolist(), rows, strict=True)
         }
         event, horizon = self.reason_label.rsplit("_", 1)
-        return views, values[:, scores.columns.get_loc(f"p_{event}_{horizon}")]
+        return views, values[:, outputs.index(f"p_{event}_{horizon}")]
 
     def _explain(
-        self, ok: pd.DataFrame, X: pd.DataFrame, matrix: np.ndarray, risk: np.ndarray
+        self, codes: np.ndarray, matrix: np.ndarray, risk: np.ndarray
     ) -> dict[int, list[dict[str, Any]]]:
         """Reasons for the riskiest ok rows: at most ``max_explained``, P(reason label) at least
         ``explain_min`` (TreeSHAP is ~50 times a prediction: explaining every row of a large
@@ -242,14 +245,14 @@ class Scorer:
         if chosen.size == 0:
             return {}
         chosen = np.sort(chosen)
-        rows = X.iloc[chosen]
+        rows = frame_of_matrix(matrix[chosen], pd.Index(codes[chosen]))
         pushes = contributions(
             uncalibrated(self.model.classifiers[self.reason_label]), rows, matrix[chosen]
         )
         if pushes is None:
             return {}
         return dict(
-            zip(rows.index.tolist(), top_reasons(pushes, rows, k=self.reasons), strict=True)
+            zip(codes[chosen].tolist(), top_reasons(pushes, rows, k=self.reasons), strict=True)
         )
 
     # --- one account ------------------------------------------------------------------------
@@ -360,9 +363,14 @@ def _account_id(raw: Any, text: str) -> str | None:
     return text or None
 
 
-def _rows_where(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
-    """``table[keep]``, or ``table`` itself when every row is kept (the common case, for free)."""
-    return table if keep.all() else table[keep]
+def _rows(
+    table: Mapping[str, Any], keep: np.ndarray, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The columns ``names`` (default: all) of ``table`` on the rows ``keep`` selects (a mask, or
+    positions); the arrays themselves when a mask keeps every row, the common case."""
+    names = table.keys() if names is None else names
+    every = keep.dtype == bool and keep.all()
+    return {c: table[c] if every else table[c][keep] for c in names}
 
 
 # --- what-if --------------------------------------------------------------------------------
@@ -394,11 +402,14 @@ def _changed(
 # --- the rule baseline ------------------------------------------------------------------------
 
 
-def _baselines(table: pd.DataFrame, state: EngineState) -> dict[int, dict[str, Any]]:
-    """The rule view of each account of ``table`` (index account) from its positions at the
-    last close, read from the engine's state of those positions (its arrays, no frame)."""
+def _baselines(
+    table: Mapping[str, np.ndarray], accounts: np.ndarray, state: EngineState
+) -> dict[int, dict[str, Any]]:
+    """The rule view of each of ``accounts`` (codes; ``table``: their snapshot columns, row by
+    row) from its positions at the last close, read from the engine's state of those positions
+    (its arrays, no frame)."""
     held = state.arrays
-    keep = np.isin(held["account"], table.index.to_numpy())
+    keep = np.isin(held["account"], accounts)
     every = keep.all()
 
     def column(name: str) -> np.ndarray:
@@ -449,22 +460,23 @@ def _baselines(table: pd.DataFrame, state: EngineState) -> dict[int, dict[str, A
     pos_liq = np.where(described, pos_liq, np.nan)
     pos_bankrupt = np.where(described, pos_bankrupt, np.nan)
 
-    codes = account[starts].tolist()
-    rows = table if table.index.tolist() == codes else table.loc[codes]
+    codes = account[starts]
+    rows = table if np.array_equal(codes, accounts) else _rows(table, pd.Index(accounts).get_indexer(codes))
+    codes = codes.tolist()
     columns = {
-        "margin_ratio": rows["margin_ratio"].to_numpy(dtype=float),
-        "leverage": rows["leverage"].to_numpy(dtype=float),
+        "margin_ratio": np.asarray(rows["margin_ratio"], dtype=float),
+        "leverage": np.asarray(rows["leverage"], dtype=float),
         "equity": equity,
         "maintenance_margin": maintenance,
         "liquidation_price": np.where(single, pos_liq[starts], np.nan),
         "bankruptcy_price": np.where(single, pos_bankrupt[starts], np.nan),
-        "distance_to_liquidation_pct": rows["dist_liq_pct"].to_numpy(dtype=float),
-        "distance_to_bankruptcy_pct": rows["dist_bankrupt_pct"].to_numpy(dtype=float),
+        "distance_to_liquidation_pct": np.asarray(rows["dist_liq_pct"], dtype=float),
+        "distance_to_bankruptcy_pct": np.asarray(rows["dist_bankrupt_pct"], dtype=float),
     }
     values = dict(zip(columns, _numbers(np.stack(list(columns.values()))), strict=True))
     values["margin_call"] = margin_ratio_warning(columns["margin_ratio"]).tolist()
     values["over_leverage_cap"] = (
-        leverage_score(columns["leverage"], rows["asset_class"].to_numpy(dtype=object)) > 1.0
+        leverage_score(columns["leverage"], np.asarray(rows["asset_class"], dtype=object)) > 1.0
     ).tolist()
     prices, liquidation, bankruptcy = _numbers(np.stack([price, pos_liq, pos_bankrupt]))
     # a dict display per position: a third of the time of dict(zip(...)) over 2,000 of them

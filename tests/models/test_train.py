@@ -20,6 +20,7 @@ from liqrisk.models.train import (
     fit_lightgbm,
     model_frame,
     model_inputs,
+    model_matrix,
     train_split,
     uncalibrated,
 )
@@ -104,6 +105,7 @@ def test_model_frame_is_the_frame_built_column_by_column(table: pd.DataFrame, ro
     X, matrix = model_inputs(odd)
     assert Layout.of(X) == MODEL_LAYOUT
     np.testing.assert_array_equal(matrix, lightgbm_matrix(_model_frame_by_column(odd)))
+    np.testing.assert_array_equal(model_matrix({c: odd[c].to_numpy() for c in odd.columns}), matrix)
 
 
 def test_model_frame_names_the_missing_inputs(table: pd.DataFrame) -> None:
