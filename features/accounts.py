@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from liqrisk.features.errors import InputError
-from liqrisk.features.replay import POSITION_COLUMNS
+from liqrisk.features.replay import POSITION_COLUMNS, PositionArrays
 
 MARGIN_MODES = ("cross", "isolated")
 ACCOUNT_COLUMNS = ("account", "line", "account_id", "as_of", "error")
@@ -133,10 +133,7 @@ class SnapshotsBuilder:
     def positions(self, keep: Sequence[bool] | None = None, *, account_ids: bool = False) -> pd.DataFrame:
         """The positions (``POSITION_COLUMNS``) of the valid accounts, or only of those whose
         ``keep[code]`` is true; with ``account_id`` (text) last when ``account_ids``."""
-        rows = self._rows if keep is None else [r for r in self._rows if keep[r[0]]]
-        account, as_of, mode, collateral, symbol, side, qty, entry = (
-            zip(*rows, strict=True) if rows else [()] * len(POSITION_COLUMNS)
-        )
+        account, as_of, mode, collateral, symbol, side, qty, entry = self._columns(keep)
         arrays = (
             np.array(account, dtype=np.int64),
             _utc(as_of),
@@ -151,6 +148,29 @@ class SnapshotsBuilder:
         if account_ids:
             columns["account_id"] = _text([self._ids[code] for code in account])
         return _frame(columns)
+
+    def position_arrays(self, keep: Sequence[bool] | None = None) -> PositionArrays:
+        """:meth:`positions` (with ``account_id``) as the engine's arrays, without a frame: what
+        the service scores (for one account the frame costs more than the features)."""
+        account, as_of, mode, collateral, symbol, side, qty, entry = self._columns(keep)
+        times = _utc(as_of)
+        return PositionArrays(
+            account=np.array(account, dtype=np.int64),
+            as_of=times.array,
+            as_of_us=times.asi8,
+            margin_mode=np.array(mode, dtype=object),
+            collateral=np.array(collateral, dtype=np.float64),
+            symbol=np.array(symbol, dtype=object),
+            side=np.array(side, dtype=np.float64),
+            qty=np.array(qty, dtype=np.float64),
+            entry_price=np.array(entry, dtype=np.float64),
+            account_id=np.array([self._ids[code] for code in account], dtype=object),
+        )
+
+    def _columns(self, keep: Sequence[bool] | None) -> list[tuple[Any, ...]]:
+        """The ``POSITION_COLUMNS`` values of the kept accounts' positions, one tuple a column."""
+        rows = self._rows if keep is None else [r for r in self._rows if keep[r[0]]]
+        return list(zip(*rows, strict=True)) if rows else [()] * len(POSITION_COLUMNS)
 
     def snapshots(self) -> Snapshots:
         arrays = (

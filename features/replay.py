@@ -11,6 +11,7 @@ are aggregated from their units at the end.
 """
 
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,87 @@ _SCALARS: dict[str, tuple[Callable[[Instrument], float], float]] = {
 }
 
 
+
+@dataclass(frozen=True)
+class PositionArrays:
+    """Positions as the arrays the engine and the snapshot features read: ``POSITION_COLUMNS``
+    (``as_of`` also as int64 µs), ``account_id`` where known, and the index of the positions.
+
+    :meth:`of` reads a positions frame once; the service builds these straight from parsed
+    requests (``SnapshotsBuilder.position_arrays``), since for one account the frame would cost
+    more to build and to read back than the features. Do not modify the arrays.
+    """
+
+    account: np.ndarray  # any key, the rows of an account together
+    as_of: pd.api.extensions.ExtensionArray  # datetime64 UTC
+    as_of_us: np.ndarray  # int64
+    margin_mode: np.ndarray  # object
+    collateral: np.ndarray  # float64, as are side, qty and entry_price
+    symbol: pd.Series | np.ndarray  # as given (a frame's column: a category stays one)
+    side: np.ndarray
+    qty: np.ndarray
+    entry_price: np.ndarray
+    account_id: pd.Series | np.ndarray | None = None  # text; None: the account key, as text
+    index: pd.Index | None = None  # of the positions; None: 0..n-1
+
+    @classmethod
+    def of(cls, positions: "pd.DataFrame | PositionArrays") -> "PositionArrays":
+        """The arrays of a positions frame (``POSITION_COLUMNS``, optionally ``account_id``)."""
+        if isinstance(positions, PositionArrays):
+            return positions
+        return cls(
+            account=positions["account"].to_numpy(),
+            as_of=positions["as_of"].array,
+            as_of_us=to_us(positions["as_of"]),
+            margin_mode=positions["margin_mode"].to_numpy(dtype=object),
+            symbol=positions["symbol"],
+            account_id=positions["account_id"] if "account_id" in positions else None,
+            index=positions.index,
+            **{c: positions[c].to_numpy(dtype=np.float64) for c in ("collateral", "side", "qty", "entry_price")},
+        )
+
+    def __len__(self) -> int:
+        return len(self.account)
+
+    @property
+    def positions_index(self) -> pd.Index:
+        """The index of the per-position state: the frame's, else 0..n-1."""
+        return self.index if self.index is not None else pd.RangeIndex(len(self))
+
+    def take(self, keep: np.ndarray) -> "PositionArrays":
+        """The positions where the mask ``keep`` is true."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return PositionArrays(**{k: v if v is None else v[keep] for k, v in values.items()})
+
+    def account_ids(self, rows: np.ndarray) -> np.ndarray:
+        """The ``account_id`` of ``rows`` (positions), else their account key as text; objects."""
+        return account_ids(self.account, self.account_id, rows)
+
+    def symbol_text(self, rows: np.ndarray) -> np.ndarray:
+        """The symbols of ``rows`` (positions) as text, an object array."""
+        if isinstance(self.symbol, np.ndarray):
+            return self.symbol[rows].astype(object)
+        return self.symbol.array[rows].astype(str).to_numpy(dtype=object)
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The columns the engine reads (but ``symbol``), by name (``as_of`` as ``as_of_us``)."""
+        return {
+            "account": self.account,
+            "as_of_us": self.as_of_us,
+            "margin_mode": self.margin_mode,
+            "collateral": self.collateral,
+            "side": self.side,
+            "qty": self.qty,
+            "entry_price": self.entry_price,
+        }
+
+def account_ids(account: np.ndarray, account_id: pd.Series | np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """The ``account_id`` of ``rows`` (positions), else their ``account`` key as text; objects."""
+    if account_id is None:
+        return account[rows].astype(str).astype(object)
+    return (account_id if isinstance(account_id, np.ndarray) else account_id.to_numpy())[rows]
+
+
 def replay(
     market: Market,
     instruments: Mapping[str, Instrument],
@@ -97,9 +179,10 @@ def replay_horizons(
     horizons: Sequence[pd.Timedelta],
 ) -> list[pd.DataFrame]:
     """``replay`` for several horizons: the pre-walk work (tiers, impact inputs) is done once."""
-    inputs = _position_inputs(positions)
+    columns = PositionArrays.of(positions)
+    inputs = columns.inputs()
     codes, accounts = _account_codes(inputs["account"])
-    book = _book(market, instruments, positions, codes, inputs)
+    book = _book(market, instruments, columns.symbol, codes, inputs)
     units = _units(book)
     index = pd.Index(accounts, name="account")
     return [
@@ -121,7 +204,7 @@ def position_state(market: Market, instruments: Mapping[str, Instrument], positi
 
 
 def state_at_as_of(
-    market: Market, instruments: Mapping[str, Instrument], positions: pd.DataFrame
+    market: Market, instruments: Mapping[str, Instrument], positions: "pd.DataFrame | PositionArrays"
 ) -> "EngineState":
     """:func:`position_state`, and per account (index ``account``, in order) what the engine
     decides before it walks: ``status`` (``ok``, ``in_liquidation`` or ``error``, errors first)
@@ -132,9 +215,10 @@ def state_at_as_of(
 
     The pair is an :class:`EngineState`: it also holds the arrays behind the two frames.
     """
-    inputs = _position_inputs(positions)
+    columns = PositionArrays.of(positions)
+    inputs = columns.inputs()
     codes, accounts = _account_codes(inputs["account"])
-    book = _book(market, instruments, positions, codes, inputs)
+    book = _book(market, instruments, columns.symbol, codes, inputs)
     per_position = {  # the columns of the per-position frame
         "price": book.last_close,
         "tier": book.tier,
@@ -155,6 +239,7 @@ def state_at_as_of(
     }
     return EngineState(
         positions=positions,
+        columns=columns,
         arrays={**inputs, **per_position, "status": per_account["status"], "account_error": per_account["error"]},
         accounts=accounts,
     )
@@ -164,14 +249,22 @@ class EngineState(Sequence[pd.DataFrame]):
     """:func:`state_at_as_of`'s pair ``(per position, per account)``: two frames, each built on first use.
 
     ``arrays`` holds the frames' columns (the per-account ``error`` as ``account_error``) and
-    the columns of ``positions`` the engine read (:func:`_position_inputs`), so that the snapshot
+    the columns of ``positions`` the engine read (:meth:`PositionArrays.inputs`), so that the snapshot
     features of the same ``positions`` read them without going through pandas: a frame costs
     ~50 µs to build and a column ~10 µs to read back, and one account's features read some
     twenty. Do not modify them.
     """
 
-    def __init__(self, *, positions: pd.DataFrame, arrays: dict[str, np.ndarray], accounts: np.ndarray) -> None:
-        self.positions = positions
+    def __init__(
+        self,
+        *,
+        positions: "pd.DataFrame | PositionArrays",
+        columns: PositionArrays,
+        arrays: dict[str, np.ndarray],
+        accounts: np.ndarray,
+    ) -> None:
+        self.positions = positions  # as given
+        self.columns = columns  # the same, as arrays
         self.arrays = arrays
         self.accounts = accounts  # the account of each per-account row, in order
         self._frames: list[pd.DataFrame | None] = [None, None]
@@ -193,27 +286,17 @@ class EngineState(Sequence[pd.DataFrame]):
         """The per-account frame's index (``account``), without building that frame."""
         return self[1].index if self._frames[1] is not None else pd.Index(self.accounts, name="account")
 
-    def arrays_of(self, positions: pd.DataFrame) -> dict[str, np.ndarray] | None:
-        """``arrays`` if this is the state of ``positions`` (the same frame), else None."""
+    def arrays_of(self, positions: "pd.DataFrame | PositionArrays") -> dict[str, np.ndarray] | None:
+        """``arrays`` if this is the state of ``positions`` (the same object), else None."""
         return self.arrays if self.positions is positions else None
 
     def _per_position(self) -> pd.DataFrame:
         columns = {c: self.arrays[c] for c in _STATE_COLUMNS.names}
-        return frame_from_arrays(columns, index=self.positions.index, names=_STATE_COLUMNS)
+        return frame_from_arrays(columns, index=self.columns.positions_index, names=_STATE_COLUMNS)
 
     def _per_account(self) -> pd.DataFrame:
         columns = {"status": self.arrays["status"], "error": self.arrays["account_error"]}
         return frame_from_arrays(columns, index=pd.Index(self.accounts, name="account"), names=_DECISION_COLUMNS)
-
-
-def _position_inputs(positions: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The columns of ``positions`` the engine reads (but ``symbol``), each read once (``as_of`` as int64 µs)."""
-    return {
-        "account": positions["account"].to_numpy(),
-        "as_of_us": to_us(positions["as_of"]),
-        "margin_mode": positions["margin_mode"].to_numpy(dtype=object),
-        **{c: positions[c].to_numpy(dtype=np.float64) for c in ("collateral", "side", "qty", "entry_price")},
-    }
 
 
 def _account_codes(account: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,24 +333,23 @@ class _Book:
 def _book(
     market: Market,
     instruments: Mapping[str, Instrument],
-    positions: pd.DataFrame,
+    symbol: pd.Series | np.ndarray,
     account: np.ndarray,
     inputs: dict[str, np.ndarray],
 ) -> _Book:
-    """``account``: the account codes; ``inputs``: :func:`_position_inputs` of ``positions``."""
-    n = len(positions)
+    """``symbol``, ``account`` (the account codes) and ``inputs`` (:meth:`PositionArrays.inputs`) of the positions."""
+    n = len(account)
     table = _parameters(market, instruments)
-    sym = symbol_codes(market, positions["symbol"])
+    sym = symbol_codes(market, symbol)
     known = sym >= 0
     known[known] = table.known[sym[known]]  # in the market and with an instrument
     first_row = np.flatnonzero(np.r_[True, account[1:] != account[:-1]]) if n else np.zeros(0, np.int64)
     index_in_account = np.arange(n) - np.repeat(first_row, np.diff(np.r_[first_row, n]))
     error = np.full(n, "", dtype=object)
     if not known.all():
-        symbol = positions["symbol"].to_numpy(dtype=object)[~known]
         error[~known] = [
             f"positions[{i}].symbol: unknown symbol {str(s)!r}"
-            for i, s in zip(index_in_account[~known], symbol)
+            for i, s in zip(index_in_account[~known], np.asarray(symbol, dtype=object)[~known])
         ]
     sym = np.where(known, sym, 0)
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from liqrisk.features._frames import Columns, frame_from_arrays
 from liqrisk.features.instruments import Instrument
-from liqrisk.features.market import Market, to_us
+from liqrisk.features.market import Market
 from liqrisk.features.market_features import MARKET_FEATURES, market_features
 from liqrisk.features.position import (
     POSITION_FEATURES,
@@ -34,7 +34,7 @@ from liqrisk.features.position import (
     is_isolated,
     position_feature_arrays,
 )
-from liqrisk.features.replay import EngineState, state_at_as_of
+from liqrisk.features.replay import EngineState, PositionArrays, account_ids, state_at_as_of
 
 IN_LIQUIDATION = "in liquidation at as_of"
 SNAPSHOT_KEYS: tuple[str, ...] = ("account_id", "as_of", "symbol", "asset_class", "margin_mode")
@@ -117,7 +117,7 @@ SnapshotColumns = dict[str, np.ndarray | pd.api.extensions.ExtensionArray]
 def snapshot_columns(
     market: Market,
     instruments: Mapping[str, Instrument],
-    positions: pd.DataFrame,
+    positions: "pd.DataFrame | PositionArrays",
     *,
     feature_horizon: pd.Timedelta,
     market_part: MarketFeatures | MarketFeatureRows,
@@ -132,11 +132,10 @@ def snapshot_columns(
     starts = group_starts(account)
     index = read.account_index()
     anchor = _anchor_rows(read("qty"), read("entry_price"), starts)
-    symbol = positions["symbol"].array[anchor]
-    named = _symbol_columns(symbol, instruments)
-    keys = _Keys(symbol, named["symbol"], positions["as_of"].array[anchor], read("as_of_us")[anchor])
+    named = _symbol_columns(read.columns.symbol_text(anchor), instruments)
+    keys = _Keys(named["symbol"], read.columns.as_of[anchor], read("as_of_us")[anchor])
     parts = {
-        **_position_columns(positions, read, starts, state, feature_horizon=feature_horizon),
+        **_position_columns(read, starts, feature_horizon=feature_horizon),
         **_market_columns(market_part, keys, index),
         **named,
     }
@@ -162,7 +161,7 @@ def anchor_keys(positions: pd.DataFrame) -> pd.DataFrame:
         {
             "as_of": positions["as_of"].array[largest],
             "symbol": positions["symbol"].array[largest],
-            "account_id": _account_ids(positions, starts),
+            "account_id": account_ids(account, positions.get("account_id"), starts),
         },
         index=pd.Index(account[starts], name="account"),
     )
@@ -185,13 +184,6 @@ def _first_largest(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return rows[group_starts(group[rows])]
 
 
-def _account_ids(positions: pd.DataFrame, starts: np.ndarray) -> np.ndarray:
-    """Each account's ``account_id`` (its first row's), else its code as text."""
-    if "account_id" in positions:
-        return positions["account_id"].to_numpy()[starts]
-    return positions["account"].astype(str).to_numpy()[starts]
-
-
 def position_snapshot(
     market: Market,
     instruments: Mapping[str, Instrument],
@@ -207,22 +199,15 @@ def position_snapshot(
     """
     state = state if state is not None else state_at_as_of(market, instruments, positions)
     read = _Read(positions, state)
-    columns = _position_columns(
-        positions, read, group_starts(read("account")), state, feature_horizon=feature_horizon
-    )
+    columns = _position_columns(read, group_starts(read("account")), feature_horizon=feature_horizon)
     return pd.DataFrame(columns, index=read.account_index())
 
 
 def _position_columns(
-    positions: pd.DataFrame,
-    read: "_Read",
-    starts: np.ndarray,
-    state: tuple[pd.DataFrame, pd.DataFrame],
-    *,
-    feature_horizon: pd.Timedelta,
+    read: "_Read", starts: np.ndarray, *, feature_horizon: pd.Timedelta
 ) -> dict[str, pd.api.extensions.ExtensionArray | np.ndarray]:
-    """:func:`position_snapshot`'s columns, in order (``read``: the columns of ``positions``
-    and ``state``; ``starts``: the first row of each account)."""
+    """:func:`position_snapshot`'s columns, in order (``read``: the columns of the positions
+    and of their state; ``starts``: the first row of each account)."""
     margin_mode = read("margin_mode")
     features = position_feature_arrays(
         account=read("account"),
@@ -236,8 +221,8 @@ def _position_columns(
     status = read.decided("status", "status")
     reason[status == "in_liquidation"] = IN_LIQUIDATION
     return {
-        "account_id": _account_ids(positions, starts),
-        "as_of": positions["as_of"].array[starts],
+        "account_id": read.columns.account_ids(starts),
+        "as_of": read.columns.as_of[starts],
         "margin_mode": margin_mode[starts],
         **features,
         "status": status,
@@ -246,29 +231,23 @@ def _position_columns(
 
 
 class _Read:
-    """Columns of ``positions`` and of its engine state as numpy arrays: from the arrays an
+    """Columns of the positions and of their engine state as numpy arrays: from the arrays an
     :class:`~liqrisk.features.replay.EngineState` of the same positions holds, else read from
     the frames (the same values; reading costs ~10 µs a column, most of one account's time)."""
 
-    _FLOAT = ("collateral", "side", "qty", "entry_price")
-
-    def __init__(self, positions: pd.DataFrame, state: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-        self.positions = positions
+    def __init__(
+        self, positions: "pd.DataFrame | PositionArrays", state: tuple[pd.DataFrame, pd.DataFrame]
+    ) -> None:
         self.state = state
         self.held = state.arrays_of(positions) if isinstance(state, EngineState) else None
+        self.columns = state.columns if self.held is not None else PositionArrays.of(positions)
 
     def __call__(self, column: str) -> np.ndarray:
-        """A column of ``positions``: ``account`` as it is, ``margin_mode`` as objects, ``as_of_us``
-        (``as_of`` as int64 µs), the others float64."""
+        """A column of the positions: ``account`` as it is, ``margin_mode`` as objects,
+        ``as_of_us`` (``as_of`` as int64 µs), the others float64."""
         if self.held is not None:
             return self.held[column]
-        if column == "account":
-            return self.positions["account"].to_numpy()
-        if column == "margin_mode":
-            return self.positions["margin_mode"].to_numpy(dtype=object)
-        if column == "as_of_us":
-            return to_us(self.positions["as_of"])
-        return self.positions[column].to_numpy(dtype=np.float64)
+        return self.columns.inputs()[column]
 
     def account_index(self) -> pd.Index:
         """The per-account index (``account``)."""
@@ -300,15 +279,12 @@ def join_snapshot(
     if not (rows.index.equals(market_part.index) and rows.index.equals(keys.index)):
         market_part, keys = market_part.reindex(rows.index), keys.reindex(rows.index)
     extra = {c: market_part[c].to_numpy() for c in market_part.columns}
-    extra |= _symbol_columns(keys["symbol"].array, instruments)
+    extra |= _symbol_columns(keys["symbol"].astype(str).to_numpy(dtype=object), instruments)
     return pd.concat([rows, pd.DataFrame(extra, index=rows.index)], axis=1)
 
 
-def _symbol_columns(
-    symbol: pd.api.extensions.ExtensionArray, instruments: Mapping[str, Instrument]
-) -> dict[str, np.ndarray]:
-    """``symbol`` (as text) and its instrument's ``asset_class`` (NaN where none)."""
-    text = symbol.astype(str).to_numpy(dtype=object)
+def _symbol_columns(text: np.ndarray, instruments: Mapping[str, Instrument]) -> dict[str, np.ndarray]:
+    """``symbol`` (text, objects) and its instrument's ``asset_class`` (NaN where none)."""
     classes = [instruments.get(s) for s in text.tolist()]
     asset_class = np.array([np.nan if i is None else i.asset_class for i in classes], dtype=object)
     return {"symbol": text, "asset_class": asset_class}
@@ -316,9 +292,9 @@ def _symbol_columns(
 
 @dataclass(frozen=True)
 class _Keys:
-    """The ``(symbol, as_of)`` keys of the anchors: as the positions hold them, and as text and µs."""
+    """The ``(symbol, as_of)`` keys of the anchors: the symbol as text, as_of as the positions
+    hold it and as µs."""
 
-    symbol: pd.api.extensions.ExtensionArray
     text: np.ndarray
     as_of: pd.api.extensions.ExtensionArray
     as_of_us: np.ndarray
@@ -334,7 +310,7 @@ def _market_columns(
     if rows is not None:
         values = rows(keys.text, keys.as_of_us)
     else:
-        found = market_part(pd.DataFrame({"symbol": keys.symbol, "as_of": keys.as_of}, index=index))
+        found = market_part(pd.DataFrame({"symbol": keys.text, "as_of": keys.as_of}, index=index))
         if not found.index.equals(index):
             found = found.reindex(index)
         if found.columns.tolist() != _MARKET_COLUMNS:

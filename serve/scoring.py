@@ -40,6 +40,7 @@ predicts, one call explains. Choices, stated once:
   ``upnl_to_collateral`` move too and are unconstrained.
 """
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ from liqrisk.features.margin import (
     replay_units,
 )
 from liqrisk.features.position import group_starts, is_isolated
-from liqrisk.features.replay import EngineState, state_at_as_of
+from liqrisk.features.replay import EngineState, PositionArrays, state_at_as_of
 from liqrisk.features.snapshot import snapshot_columns
 from liqrisk.models.baselines import leverage_score, margin_ratio_warning
 from liqrisk.models.bundle import RiskModel, contributions
@@ -155,13 +156,13 @@ class Scorer:
         raws = [with_default_as_of(a, default) for a in accounts]
         parsed = accounts_from_dicts(raws)  # accounts are numbered 0..n-1 in order
         errors = _errors(parsed, raws, view)
-        positions = parsed.positions([not e for e in errors], account_ids=True)
+        positions = parsed.position_arrays([not e for e in errors])
         current = self._assess(view, positions, explain=True)
         changed = None
         if change is not None and len(current.alive):
-            mine = np.isin(positions["account"].to_numpy(), current.alive)
+            mine = np.isin(positions.account, current.alive)
             changed = self._assess(
-                view, _changed(positions[mine], current.price[mine], **change), explain=False
+                view, _changed(positions.take(mine), current.price[mine], **change), explain=False
             )
         heads = [
             {"account_id": _account_id(raw, text), "as_of": t}
@@ -174,8 +175,8 @@ class Scorer:
 
     # --- the batch --------------------------------------------------------------------------
 
-    def _assess(self, view: MarketView, positions: pd.DataFrame, *, explain: bool) -> _Assessment:
-        if positions.empty:
+    def _assess(self, view: MarketView, positions: PositionArrays, *, explain: bool) -> _Assessment:
+        if len(positions) == 0:
             return _Assessment(np.zeros(0, dtype=np.int64), {}, {}, np.zeros(0))
         state = state_at_as_of(view.market, self.instruments, positions)
         table, index = snapshot_columns(
@@ -377,26 +378,22 @@ def _rows(
 
 
 def _changed(
-    positions: pd.DataFrame, price: np.ndarray, *, add_collateral: float, cut: float
-) -> pd.DataFrame:
+    positions: PositionArrays, price: np.ndarray, *, add_collateral: float, cut: float
+) -> PositionArrays:
     """The positions after cutting every quantity by ``cut`` (P&L of the closed part realised
     into collateral at ``price``) and adding ``add_collateral`` (module docstring)."""
-    out = positions.copy()
-    isolated = is_isolated(out["margin_mode"])
-    side, qty, entry = (out[c].to_numpy(dtype=float) for c in ("side", "qty", "entry_price"))
-    collateral = out["collateral"].to_numpy(dtype=float).copy()
-    account = out["account"].to_numpy()
+    isolated = is_isolated(positions.margin_mode)
+    side, qty, entry, account = positions.side, positions.qty, positions.entry_price, positions.account
+    collateral = positions.collateral.copy()
     if cut:
         realised = side * cut * qty * (price - entry)
         per_account = pd.Series(realised).groupby(account).transform("sum").to_numpy()
         collateral += np.where(isolated, realised, per_account)
-        out["qty"] = qty * (1.0 - cut)
     if add_collateral:
         weight = qty * entry
         share = weight / pd.Series(weight).groupby(account).transform("sum").to_numpy()
         collateral += add_collateral * np.where(isolated, share, 1.0)
-    out["collateral"] = collateral
-    return out
+    return dataclasses.replace(positions, qty=qty * (1.0 - cut) if cut else qty, collateral=collateral)
 
 
 # --- the rule baseline ------------------------------------------------------------------------
@@ -417,8 +414,7 @@ def _baselines(
 
     account = column("account")
     isolated = is_isolated(column("margin_mode"))
-    symbol = state.positions["symbol"].to_numpy(dtype=object)
-    symbol = symbol if every else symbol[keep]
+    symbol = state.columns.symbol_text(keep)
     side, qty, entry, collateral = (column(c) for c in ("side", "qty", "entry_price", "collateral"))
     price, mmr, amount = (column(c) for c in ("price", "mmr", "amount"))
     starts = group_starts(account)  # the rows of an account are together

@@ -369,3 +369,26 @@ def test_positions_of_some_accounts_with_ids_are_the_snapshot_positions_filtered
     none = parsed.positions([False] * 4, account_ids=True)
     assert none.empty and list(none.columns) == [*snaps.positions.columns, "account_id"]
     pd.testing.assert_series_equal(none.dtypes, expected.dtypes)
+
+
+@pytest.mark.parametrize("keep", [None, [True, True, False, True], [False] * 4])
+def test_position_arrays_are_the_positions_frame_as_the_engine_reads_it(keep):
+    from dataclasses import fields
+
+    from liqrisk.features.accounts import accounts_from_dicts
+    from liqrisk.features.replay import PositionArrays
+
+    parsed = accounts_from_dicts(MIXED)
+    frame = parsed.positions(keep, account_ids=True)
+    direct, read = parsed.position_arrays(keep), PositionArrays.of(frame)
+    for f in fields(PositionArrays):
+        if f.name == "index":
+            continue
+        ours, theirs = getattr(direct, f.name), getattr(read, f.name)
+        np.testing.assert_array_equal(np.asarray(ours, dtype=object), np.asarray(theirs, dtype=object), err_msg=f.name)
+    np.testing.assert_array_equal(direct.positions_index, frame.index)
+    rows = np.arange(len(frame))
+    assert direct.account_ids(rows).tolist() == read.account_ids(rows).tolist() == frame["account_id"].tolist()
+    assert direct.symbol_text(rows).tolist() == read.symbol_text(rows).tolist() == frame["symbol"].tolist()
+    kept = direct.take(direct.account == 3)
+    assert len(kept) == int((frame["account"] == 3).sum()) and set(kept.account_id.tolist()) <= {"z"}
