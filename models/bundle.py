@@ -186,8 +186,8 @@ class RiskModel:
             if isinstance(severity.regressor, lgb.LGBMRegressor)
             else None
         )
-        if booster is None:
-            return severity.predict(X())
+        if booster is None:  # a constant severity reads only the number of rows: no frame for it
+            return severity.predict(X() if severity.regressor is not None else matrix)
         # LGBMRegressor.predict: the booster's output (identity link for objective="regression")
         return (
             np.exp(booster.predict(matrix, num_threads=threads(severity.regressor, len(matrix))))

@@ -40,8 +40,9 @@ class Severity:
     n_events: int
     smearing: float = 1.0
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Severity per row (> 0 when fitted)."""
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Severity per row of the model frame ``X`` (> 0 when fitted); a constant severity
+        takes any rows (the model matrix, say)."""
         if self.regressor is None:
             return np.full(len(X), self.constant)
         return np.exp(self.regressor.predict(X)) * self.smearing
