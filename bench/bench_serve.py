@@ -1,7 +1,8 @@
 """Scoring service under load: `liqrisk serve` (uvicorn) against the champion served by
 `mlflow models serve`, both on 127.0.0.1, driven by an async aiohttp client in this process.
 
-    python bench/bench_serve.py [--seconds 20] [--rate 200] [--no-reference]
+    python bench/bench_serve.py [--seconds 20] [--rate 200] [--workers 1] [--no-reference]
+                                [--sqlite-synchronous FULL|NORMAL]
 
 Needs the champion of the main job (`liqrisk run`) in runs/mlflow. For each server:
 
@@ -164,17 +165,37 @@ async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict
         }
 
 
-def start_liqrisk(port: int, work: Path, workers: int, *, access_log: bool) -> subprocess.Popen:
+def start_liqrisk(port: int, work: Path, workers: int, *, access_log: bool, synchronous: str = "FULL") -> subprocess.Popen:
     import hashlib
 
     keys = [{"name": "bench", "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "scopes": ["score"]}]
     env = os.environ | {
         "LIQRISK_SERVE__API_KEYS": json.dumps(keys),
         "LIQRISK_SERVE__DATABASE_URL": f"sqlite:///{work / 'bench-warnings.db'}",
+        "LIQRISK_SERVE__SQLITE_SYNCHRONOUS": synchronous,
     }
     cmd = [sys.executable, "-m", "liqrisk.pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), *([] if access_log else ["--no-access-log"])]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def fsync_probe(directory: Path, n: int = 200) -> str:
+    """The latency of writing 4 KiB and fsyncing it in ``directory`` (the database's disk), ``n``
+    times: with synchronous=FULL every commit waits for one, so its tail is the store's tail."""
+    path = directory / "fsync-probe.bin"
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for _ in range(n):
+            os.write(fd, b"\0" * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+    p50, p99, top = np.percentile(np.asarray(times) * 1000, [50, 99, 100])
+    return f"fsync of 4 KiB on its disk (idle, {n} times): p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {top:.1f} ms"
 
 
 def start_mlflow(port: int, workers: int, *, access_log: bool) -> subprocess.Popen:
@@ -200,6 +221,8 @@ def main() -> int:
                         help="both servers with uvicorn's access log (default: without, `liqrisk serve --no-access-log`)")
     parser.add_argument("--no-reference", action="store_true",
                         help="liqrisk only (e.g. its load shedding at a rate above its capacity): no ratios")
+    parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                        help="the warnings store's SQLite synchronous (LIQRISK_SERVE__SQLITE_SYNCHRONOUS)")
     args = parser.parse_args()
     if not (ROOT / "runs" / "mlflow" / "mlflow.db").exists():
         print("bench_serve: no MLflow store at runs/mlflow; run `liqrisk run` first", file=sys.stderr)
@@ -209,9 +232,10 @@ def main() -> int:
           f"both servers {'with' if args.access_log else 'without'} uvicorn's access log", file=sys.stderr)
     work = ROOT / "runs" / "bench"
     work.mkdir(parents=True, exist_ok=True)
+    print(f"warnings store: SQLite, synchronous={args.sqlite_synchronous}; {fsync_probe(work)}", file=sys.stderr)
     results = {}
     port = free_port()
-    server = start_liqrisk(port, work, args.workers, access_log=args.access_log)
+    server = start_liqrisk(port, work, args.workers, access_log=args.access_log, synchronous=args.sqlite_synchronous)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz")
         results["liqrisk serve"] = asyncio.run(

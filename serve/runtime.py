@@ -104,7 +104,9 @@ class Runtime:
         """Open the warnings store (creating its tables), point MLflow at the model store and
         start the webhook sender; quick, so the lifespan runs it before serving."""
         _make_sqlite_folder(self.settings.database_url)
-        self.engine = create_engine_for(self.settings.database_url)
+        self.engine = create_engine_for(
+            self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
+        )
         create_schema(self.engine)
         mlflow.set_tracking_uri(self.settings.tracking_uri)
         mlflow.set_registry_uri(self.settings.tracking_uri)

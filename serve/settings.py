@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +79,13 @@ class ServeSettings(BaseSettings):
         Instruments JSON (default: ``data_dir/instruments.json``).
     database_url : str
         Warnings store, SQLite file or PostgreSQL URL.
+    sqlite_synchronous : {"FULL", "NORMAL"}
+        SQLite's ``synchronous`` (ignored for PostgreSQL). ``FULL``, the default: every commit
+        is fsynced before the request that raised its warnings is answered, so a stored
+        warning survives a power loss of the host. ``NORMAL`` (in WAL mode): a stored warning
+        survives a crash of the service but the last commits may be lost with the host; no
+        fsync on the request path, whose tail then no longer follows the disk's (measured on
+        this project's VM: fsyncs of 100-300 ms every few seconds under load, bench/README.md).
     thresholds : Thresholds
         Warning levels of P(negative) at ``level_horizon``, with hysteresis.
     level_horizon : str
@@ -127,6 +135,7 @@ class ServeSettings(BaseSettings):
     market_files: list[str] = []
     instruments_path: Path | None = None
     database_url: str = "sqlite:///runs/serve/warnings.db"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     thresholds: Thresholds = Thresholds()
     level_horizon: str = "24h"
     api_keys: list[ApiKey] = []

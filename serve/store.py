@@ -6,8 +6,8 @@ Choices, stated once:
 
 - **Durable before the answer.** :func:`record_scores` reads and updates ``account_state``,
   appends the raised warnings and one pending delivery per active webhook in ONE transaction
-  and returns only after it committed (SQLite ``synchronous=FULL``; PostgreSQL's default
-  ``synchronous_commit=on``). The request that raised a warning is answered after that, so an
+  and returns only after it committed (SQLite ``synchronous=FULL`` by default, ``NORMAL`` by
+  choice: see ``ServeSettings.sqlite_synchronous``; PostgreSQL's default ``synchronous_commit=on``). The request that raised a warning is answered after that, so an
   acknowledged warning is never lost and a lost one was never acknowledged (transactional outbox:
   no dual write to a broker, the sender reads the same database later).
 - **Feed ids are assigned in commit order.** A warning's id is an integer taken from the single
@@ -275,20 +275,22 @@ class Claim:
 # --- engine and schema -------------------------------------------------------------------
 
 
-def create_engine_for(url: str, **kwargs: Any) -> Engine:
+def create_engine_for(url: str, *, sqlite_synchronous: str = "FULL", **kwargs: Any) -> Engine:
     """An engine for the warnings store, configured for its backend.
 
     ``postgresql://`` URLs get the psycopg 3 driver. SQLite gets WAL (readers never block the
     writer), a busy timeout (writers queue instead of failing), foreign keys,
-    ``synchronous=FULL`` (a commit survives power loss) and SQLAlchemy-emitted ``BEGIN`` so
-    write transactions can start with ``BEGIN IMMEDIATE``. Use a file: each connection to
-    ``sqlite://`` (memory) would see its own empty database.
+    ``synchronous=FULL`` by default (a commit survives power loss) and SQLAlchemy-emitted
+    ``BEGIN`` so write transactions can start with ``BEGIN IMMEDIATE``. Use a file: each
+    connection to ``sqlite://`` (memory) would see its own empty database.
 
     Parameters
     ----------
     url : str
         SQLAlchemy URL, e.g. ``sqlite:///warnings.db`` or
         ``postgresql+psycopg://user:pw@host/db``.
+    sqlite_synchronous : {"FULL", "NORMAL"}
+        SQLite's ``synchronous`` (``ServeSettings.sqlite_synchronous`` says what each keeps).
     **kwargs
         Passed to :func:`sqlalchemy.create_engine`.
     """
@@ -298,8 +300,10 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
+        if sqlite_synchronous not in ("FULL", "NORMAL"):
+            raise InputError(f"sqlite_synchronous must be FULL or NORMAL, got {sqlite_synchronous!r}")
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous)
         return engine
     if backend == "postgresql":
         return sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
@@ -308,7 +312,7 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
     )
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # the driver stops emitting BEGIN; we do
@@ -316,7 +320,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

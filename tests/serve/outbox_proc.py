@@ -46,8 +46,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--parties", type=int, default=1)
     parser.add_argument("--deadline", type=float, default=30.0)
     parser.add_argument("--limit", type=int, default=4)
+    parser.add_argument("--sqlite-synchronous", default="FULL")
     args = parser.parse_args(argv)
-    engine = create_engine_for(args.url)
+    engine = create_engine_for(args.url, sqlite_synchronous=args.sqlite_synchronous)
     if args.barrier is not None:
         wait_for_everyone(args.barrier, args.name, args.parties)
     if args.mode == "write":

@@ -36,6 +36,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert s.tracking_uri == DEFAULT_TRACKING_URI and s.model_uri == "models:/liqrisk@champion"
     assert s.database_url == "sqlite:///runs/serve/warnings.db" and s.level_horizon == "24h"
     assert s.api_keys == [] and s.max_body_bytes == 5 * 1024 * 1024 and s.max_accounts == 10_000
+    assert s.sqlite_synchronous == "FULL"  # durable against a power loss unless chosen otherwise
 
 
 def test_environment_variables_nest_with_double_underscores(clean_env: pytest.MonkeyPatch) -> None:
@@ -44,12 +45,13 @@ def test_environment_variables_nest_with_double_underscores(clean_env: pytest.Mo
     clean_env.setenv("LIQRISK_SERVE__THRESHOLDS__CRITICAL", "0.9")
     clean_env.setenv("LIQRISK_SERVE__API_KEYS", json.dumps([entry]))
     clean_env.setenv("LIQRISK_SERVE__RELOAD_SECONDS", "5")
+    clean_env.setenv("LIQRISK_SERVE__SQLITE_SYNCHRONOUS", "NORMAL")
     s = ServeSettings()
     assert s.model_version == "7" and s.model_uri == "models:/liqrisk/7"
     assert s.thresholds.critical == 0.9 and s.thresholds.watch == 0.2
     assert s.api_keys[0].key_sha256 == hash_key("secret-key")  # normalised to lower case
     assert s.api_keys[0].scopes == {Scope.SCORE, Scope.INGEST}
-    assert s.reload_seconds == 5
+    assert s.reload_seconds == 5 and s.sqlite_synchronous == "NORMAL"
 
 
 def test_an_env_file_is_read(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -73,6 +75,7 @@ def test_mlflow_tracking_uri_wins_over_the_service_variable(clean_env: pytest.Mo
         ({"api_keys": [{"name": "a", "key_sha256": "0" * 64, "scopes": ["everything"]}]}, "scopes"),
         ({"thresholds": {"watch": 0.5, "warning": 0.4, "critical": 0.7}}, "strictly increasing"),
         ({"max_accounts": 0}, "max_accounts"),
+        ({"sqlite_synchronous": "OFF"}, "sqlite_synchronous"),
     ],
 )
 def test_bad_settings_are_refused(clean_env: pytest.MonkeyPatch, changes: dict, words: str) -> None:

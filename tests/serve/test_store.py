@@ -106,6 +106,20 @@ def test_a_repeated_score_writes_no_state_and_a_changed_one_does(engine: Engine)
     assert account_level(engine, "b") == Level.WATCH
 
 
+@pytest.mark.parametrize("synchronous, code", [("FULL", 2), ("NORMAL", 1)])
+def test_sqlite_synchronous_is_set_on_every_connection(tmp_path, synchronous: str, code: int) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'w.db'}", sqlite_synchronous=synchronous)
+    try:
+        for _ in range(2):  # a new connection each time (pool closed in between)
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == code
+            engine.dispose()
+    finally:
+        engine.dispose()
+    with pytest.raises(InputError, match="sqlite_synchronous must be FULL or NORMAL, got 'OFF'"):
+        create_engine_for(f"sqlite:///{tmp_path / 'w.db'}", sqlite_synchronous="OFF")
+
+
 def test_warnings_are_durable_when_record_scores_returns(engine: Engine, db_url: str) -> None:
     raised = record_scores(engine, [score("a", 0.9)], T).warnings
     fresh = create_engine_for(db_url)  # new pool, new connections
@@ -115,11 +129,15 @@ def test_warnings_are_durable_when_record_scores_returns(engine: Engine, db_url:
         fresh.dispose()
 
 
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
 def test_a_process_that_dies_right_after_the_ack_keeps_its_warnings(
-    engine: Engine, db_url: str
+    engine: Engine, db_url: str, synchronous: str
 ) -> None:
+    """Either SQLite setting keeps what was acknowledged when the service dies (NORMAL gives
+    up only a power loss of the host, which a test cannot cause)."""
     done = subprocess.run(
-        [sys.executable, str(HELPER), "die-after-record", db_url, "--per-batch", "3"],
+        [sys.executable, str(HELPER), "die-after-record", db_url, "--per-batch", "3",
+         "--sqlite-synchronous", synchronous],
         capture_output=True,
         text=True,
         timeout=60,
