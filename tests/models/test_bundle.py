@@ -31,7 +31,10 @@ from liqrisk.models.train import (
     FEATURES,
     calibrate,
     fit_logistic,
+    frame_of_matrix,
     model_frame,
+    model_inputs,
+    model_matrix,
     train_split,
     uncalibrated,
 )
@@ -156,6 +159,27 @@ def test_a_model_the_fast_path_does_not_know_is_left_to_scikit_learn(table) -> N
     hist_gb = train_split(table, split, label="liquidated_24h", seed=0, n_estimators=20, models=("hist_gb",))
     X = model_frame(table)
     assert calibrated_probability(hist_gb["hist_gb"], Layout.of(X), lightgbm_matrix(X)) is None
+
+
+def test_predict_values_on_the_matrix_alone_equal_predict(table, fitted) -> None:
+    """The service predicts from the model matrix without a frame; a model without a fast path
+    (HistGB here) then reads a frame rebuilt from the matrix, and the numbers do not change."""
+    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
+    hist_gb = train_split(table, split, label="liquidated_24h", seed=0, n_estimators=20, models=("hist_gb",))
+    model = _model(table, fitted, "lightgbm")
+    mixed = RiskModel(
+        horizons=model.horizons,
+        classifiers={**model.classifiers, "liquidated_24h": hist_gb["hist_gb"]},
+        severity=model.severity,
+        kinds={**model.kinds, "liquidated_24h": "hist_gb"},
+    )
+    rows = table.iloc[::7]
+    expected = mixed.predict(rows)
+    X, matrix = model_inputs(rows)
+    pd.testing.assert_frame_equal(frame_of_matrix(matrix, rows.index), X, check_exact=True)
+    np.testing.assert_array_equal(mixed.predict_values(matrix, exposure(rows)), expected.to_numpy())
+    by_column = {c: rows[c].to_numpy() for c in rows.columns}
+    np.testing.assert_array_equal(mixed.predict_values(model_matrix(by_column), exposure(by_column)), expected.to_numpy())
 
 
 def test_threads_do_not_change_the_predictions(table, fitted) -> None:
