@@ -73,8 +73,7 @@ def main() -> None:
 
 
 # the scorer's stages, by where serve/scoring.py looks them up: module functions, then methods
-STAGE_FUNCTIONS = ("accounts_from_dicts", "state_at_as_of", "snapshot_features", "_baselines", "model_frame",
-                   "lightgbm_matrix")
+STAGE_FUNCTIONS = ("accounts_from_dicts", "state_at_as_of", "snapshot_columns", "_baselines", "model_matrix")
 STAGE_METHODS = ("_horizons", "_explain")
 
 
