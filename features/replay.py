@@ -10,8 +10,8 @@ position of an isolated account. Units are walked together; isolated accounts
 are aggregated from their units at the end.
 """
 
-from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +60,6 @@ _SCALARS: dict[str, tuple[Callable[[Instrument], float], float]] = {
 }
 
 
-
 @dataclass(frozen=True)
 class PositionArrays:
     """Positions as the arrays the engine and the snapshot features read: ``POSITION_COLUMNS``
@@ -94,7 +93,7 @@ class PositionArrays:
             as_of_us=to_us(positions["as_of"]),
             margin_mode=positions["margin_mode"].to_numpy(dtype=object),
             symbol=positions["symbol"],
-            account_id=positions["account_id"] if "account_id" in positions else None,
+            account_id=positions.get("account_id"),
             index=positions.index,
             **{c: positions[c].to_numpy(dtype=np.float64) for c in ("collateral", "side", "qty", "entry_price")},
         )
@@ -133,6 +132,7 @@ class PositionArrays:
             "qty": self.qty,
             "entry_price": self.entry_price,
         }
+
 
 def account_ids(account: np.ndarray, account_id: pd.Series | np.ndarray | None, rows: np.ndarray) -> np.ndarray:
     """The ``account_id`` of ``rows`` (positions), else their ``account`` key as text; objects."""
