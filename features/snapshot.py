@@ -241,13 +241,12 @@ class _Read:
         self.state = state
         self.held = state.arrays_of(positions) if isinstance(state, EngineState) else None
         self.columns = state.columns if self.held is not None else PositionArrays.of(positions)
+        self._inputs = self.held if self.held is not None else self.columns.inputs()
 
     def __call__(self, column: str) -> np.ndarray:
         """A column of the positions: ``account`` as it is, ``margin_mode`` as objects,
         ``as_of_us`` (``as_of`` as int64 µs), the others float64."""
-        if self.held is not None:
-            return self.held[column]
-        return self.columns.inputs()[column]
+        return self._inputs[column]
 
     def account_index(self) -> pd.Index:
         """The per-account index (``account``)."""

@@ -12,6 +12,7 @@ is non-decreasing in the horizon (a running maximum over sorted horizons). Expec
 shortfall is PD × LGD × EAD (:mod:`liqrisk.models.shortfall`).
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,12 +104,10 @@ class RiskModel:
         (``model_inputs``, ``model_matrix``) and gross notional (``exposure``). ``frame`` is
         the matrix's model frame, if the caller has it: only a model without a fast path reads
         it (built from the matrix when needed)."""
-        frames: list[pd.DataFrame] = [] if frame is None else [frame]
 
+        @functools.cache
         def X() -> pd.DataFrame:
-            if not frames:
-                frames.append(frame_of_matrix(matrix, pd.RangeIndex(len(matrix))))
-            return frames[0]
+            return frame_of_matrix(matrix, pd.RangeIndex(len(matrix))) if frame is None else frame
 
         p_liq = self._probabilities("liquidated", X, matrix)
         p_neg = np.maximum.accumulate(self._probabilities("negative", X, matrix), axis=1)

@@ -142,7 +142,7 @@ def frame_of_matrix(matrix: np.ndarray, index: pd.Index) -> pd.DataFrame:
     return frame_from_arrays(columns, index=index, names=_FEATURE_COLUMNS)
 
 
-def _check_inputs(columns: Mapping[str, object] | dict[str, int]) -> None:
+def _check_inputs(columns: Mapping[str, object]) -> None:
     missing = [c for c in INPUTS if c not in columns]
     if missing:
         raise KeyError(f"model_frame: table lacks feature column(s) {missing}")

@@ -398,6 +398,11 @@ def _changed(
 
 # --- the rule baseline ------------------------------------------------------------------------
 
+# the engine state's per-position arrays the baseline reads
+_BASELINE_INPUTS = (
+    "account", "margin_mode", "side", "qty", "entry_price", "collateral", "price", "mmr", "amount"
+)
+
 
 def _baselines(
     table: Mapping[str, np.ndarray], accounts: np.ndarray, state: EngineState
@@ -405,18 +410,12 @@ def _baselines(
     """The rule view of each of ``accounts`` (codes; ``table``: their snapshot columns, row by
     row) from its positions at the last close, read from the engine's state of those positions
     (its arrays, no frame)."""
-    held = state.arrays
-    keep = np.isin(held["account"], accounts)
-    every = keep.all()
-
-    def column(name: str) -> np.ndarray:
-        return held[name] if every else held[name][keep]
-
-    account = column("account")
-    isolated = is_isolated(column("margin_mode"))
+    keep = np.isin(state.arrays["account"], accounts)
+    held = _rows(state.arrays, keep, _BASELINE_INPUTS)
+    account, isolated = held["account"], is_isolated(held["margin_mode"])
     symbol = state.columns.symbol_text(keep)
-    side, qty, entry, collateral = (column(c) for c in ("side", "qty", "entry_price", "collateral"))
-    price, mmr, amount = (column(c) for c in ("price", "mmr", "amount"))
+    side, qty, entry, collateral = (held[c] for c in ("side", "qty", "entry_price", "collateral"))
+    price, mmr, amount = (held[c] for c in ("price", "mmr", "amount"))
     starts = group_starts(account)  # the rows of an account are together
     stops = np.append(starts[1:], len(account))
     units = replay_units(account, isolated)

@@ -489,10 +489,11 @@ def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
     stored = _read_states(conn, accounts, lock=False)
     new = [a for a in accounts if a not in stored]
     if new:
-        placeholder = {"level": int(Level.NONE), "probability": 0.0, "updated_at": _EPOCH}
+        level, probability, updated_at = _NEVER_SCORED
+        placeholder = {"level": int(level), "probability": probability, "updated_at": updated_at}
         conn.execute(_insert_ignore(conn, account_state), [{"account_id": a, **placeholder} for a in new])
     if conn.dialect.name == "sqlite":
-        return stored | {a: _State(Level.NONE, 0.0, _EPOCH) for a in new}
+        return stored | {a: _State(*_NEVER_SCORED) for a in new}
     return _read_states(conn, accounts, lock=True)
 
 
@@ -514,6 +515,7 @@ def _read_states(conn: Connection, accounts: list[str], *, lock: bool) -> dict[s
 
 
 _LEVELS = {int(level): level for level in Level}
+_NEVER_SCORED = (Level.NONE, 0.0, _EPOCH)  # level, probability, updated_at of a new account's row
 
 
 def _apply_scores(
