@@ -13,6 +13,10 @@ import numpy as np
 from liqrisk.features.market import US_PER_DAY, Market, search_blocks
 
 WINDOW_US = 30 * US_PER_DAY
+# the most days a window touches: the width of every row of daily closes, whatever the batch,
+# so that a row's σ_d is summed in the same order alone or beside longer rows (a batch-wide
+# width made an account's features differ in the last bits between a batch and alone)
+_WINDOW_DAYS = WINDOW_US // US_PER_DAY + 1
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def _daily_closes(market: Market, first: np.ndarray, last: np.ndarray, n_days: n
     Days before the last are whole inside the window (bars are sorted), so their
     close is the day's own last close.
     """
-    width = int(n_days.max()) if len(n_days) else 0
+    width = max(int(n_days.max()) if len(n_days) else 0, _WINDOW_DAYS)
     offsets = np.arange(width)
     day_index = market.day[first][:, None] + offsets[None, :]
     valid = offsets[None, :] < n_days[:, None]

@@ -189,8 +189,10 @@ class LogisticPlan:
         return np.hstack([scaled, onehot])
 
     def decision(self, matrix: np.ndarray) -> np.ndarray:
-        """The log-odds, ``design · coef + intercept``."""
-        return (self.design(matrix) @ self.coef.T + self.intercept).ravel()
+        """The log-odds, ``design · coef + intercept``, each row's sum on its own: a matrix
+        product (BLAS) sums a row in an order that depends on the rows beside it, so an
+        account scored alone and in a batch would differ in the last bits."""
+        return (self.design(matrix) * self.coef[0]).sum(axis=1) + self.intercept[0]
 
 
 def logistic_plan(model: object, layout: Layout) -> LogisticPlan | None:

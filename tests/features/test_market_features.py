@@ -189,3 +189,22 @@ def test_notional_at_a_bar_end_is_the_contracts_daily_notional():
     np.testing.assert_allclose(
         got["notional_30d"].to_numpy()[defined], contract[defined], rtol=1e-7
     )
+
+
+def test_sigma_d_of_a_key_is_the_same_to_the_last_bit_alone_and_in_any_batch():
+    # keys from 3 to 31 days into the history: each row's daily closes have their own length,
+    # and a row's σ_d must not depend on the longest row beside it
+    bars = combined(SERIES)
+    market = market_from_bars(bars, LENGTHS)
+    starts = {s: g["ts"].min() for s, g in bars.groupby("symbol", observed=True)}
+    rng = np.random.default_rng(3)
+    keys = [
+        (s, starts[s] + pd.Timedelta(days=int(rng.integers(3, 40)), hours=int(rng.integers(0, 24))))
+        for s in rng.choice(list(SERIES), 300)
+    ]
+    code = np.array([market.code[s] for s, _ in keys], dtype=np.int64)
+    as_of = to_us(pd.Series([t for _, t in keys]))
+    together = impact_inputs(market, code, as_of).sigma_d
+    alone = np.array([impact_inputs(market, code[i : i + 1], as_of[i : i + 1]).sigma_d[0] for i in range(len(keys))])
+    assert np.isfinite(together).mean() > 0.8
+    np.testing.assert_array_equal(alone, together)

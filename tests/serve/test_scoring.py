@@ -277,3 +277,41 @@ def test_plain_numbers_are_python_floats_with_none_for_nan_and_infinities():
     assert _numbers(np.array([[1.5, np.nan], [np.inf, -2.0]])) == [[1.5, None], [None, -2.0]]
     assert _numbers(pd.Series([3.0, -np.inf])) == [3.0, None] and _numbers(np.zeros(0)) == []
     assert all(type(v) is float for v in _numbers(np.array([1.0, 2.0], dtype=np.float32)))
+
+
+def test_an_account_scores_the_same_to_the_last_bit_alone_and_in_any_batch(
+    model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame]
+):
+    # A logistic model (a matrix product would sum a row in an order set by the rows beside
+    # it) and accounts whose as_of see 3 to 31 days of history (a batch-wide width of daily
+    # closes would sum each σ_d differently): bit-equal, or the store would record a change
+    # on every re-score and the same account would get different scores by its neighbours.
+    table = make_dataset(4000, seed=1)
+    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
+    logistic = {
+        label: train_split(table, split, label=label, seed=0, models=("logistic",))["logistic"]
+        for label in model.classifiers
+    }
+    market = MarketState.load(small_market)
+    scorer = Scorer(
+        dataclasses.replace(model, classifiers=logistic), name="liqrisk", version="1",
+        market=market, instruments=market.instruments,
+    )
+    rng = np.random.default_rng(7)
+    first, latest = market.view().bars_of("BTCUSDT")["ts"].iloc[0], market.latest
+    accounts = []
+    for i in range(60):
+        symbol = ("BTCUSDT", "ETHUSDT")[i % 2]
+        as_of = latest if i % 3 else first + pd.Timedelta(days=int(rng.integers(4, 32)), hours=5)
+        price = float(market.view().bars_of(symbol).set_index("ts")["close"].asof(as_of - pd.Timedelta("1h")))
+        accounts.append(
+            cross(f"a{i}", symbol, collateral=float(rng.uniform(200, 5_000)), side=int(rng.choice([-1, 1])),
+                  qty=float(rng.uniform(0.5, 3.0)) * 1_000 / price, entry=price * float(rng.uniform(0.97, 1.03)),
+                  as_of=as_of.isoformat())
+        )
+    together = scorer.score(accounts)
+    assert sum(r["status"] == "ok" for r in together) > 50
+    for account, batched in zip(accounts, together, strict=True):
+        alone = scorer.score([account])[0]
+        assert alone["horizons"] == batched["horizons"], account["account_id"]
+        assert alone["baseline"] == batched["baseline"], account["account_id"]
