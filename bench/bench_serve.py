@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -176,7 +177,36 @@ def start_liqrisk(port: int, work: Path, workers: int, *, access_log: bool, sync
     }
     cmd = [sys.executable, "-m", "liqrisk.pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), *([] if access_log else ["--no-access-log"])]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _start(cmd, env)
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A server in its own process group, so that :func:`stop` reaches the processes it starts."""
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop(server: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop ``server`` and every process of its group. `mlflow models serve` runs uvicorn as a
+    child: terminating the CLI alone left that child running, still answering the open loop's
+    backlog at a full core, through whatever was measured next."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        server.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(server.pid, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
 
 
 def fsync_probe(directory: Path, n: int = 200) -> str:
@@ -208,7 +238,7 @@ def start_mlflow(port: int, workers: int, *, access_log: bool) -> subprocess.Pop
     }
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/liqrisk@champion",
            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _start(cmd, env)
 
 
 def main() -> int:
@@ -243,8 +273,7 @@ def main() -> int:
                   headers={"X-API-Key": API_KEY}, rate=args.rate, seconds=args.seconds)
         )
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
     if args.no_reference:
         report(results, rate=args.rate)
         return 0
@@ -259,8 +288,7 @@ def main() -> int:
                   headers={}, rate=args.rate, seconds=args.seconds)
         )
     finally:
-        reference.terminate()
-        reference.wait(30)
+        stop(reference)
     report(results, rate=args.rate)
     return 0
 
