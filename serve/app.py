@@ -25,7 +25,9 @@ Choices, stated once:
   one batch is scored, arriving requests queue, and the next batch scores all of them in one
   scorer call and stores their warnings in one transaction. A request that finds the scorer
   idle runs at once; each request gets exactly its own rows; a store failure fails every
-  request of its batch (none acknowledged).
+  request of its batch (none acknowledged). Its answer's ``Server-Timing`` header says where
+  its time went: ``wait`` (the batch ahead), ``score`` and ``store`` (its batch's), ``resume``
+  (the event loop taking the answer back) and ``batch`` (accounts scored together).
 - **An account already in liquidation is ``critical``.** It is not scored (its ``horizons``
   are empty), but it is past every threshold: the engine already meets ``E <= MM``. It is
   recorded as probability 1.0, so the feed and the webhooks say "critical" for it once, as for
@@ -47,6 +49,7 @@ import json
 import logging
 import math
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -450,10 +453,9 @@ async def score(
         what_if=None if body.what_if is None else body.what_if.model_dump(exclude_none=True),
     )
     key = (id(served), id(call.engine), tuple(sorted((call.what_if or {}).items())))
+    job = Job(call, size=len(call.accounts), key=key)
     try:
-        results = await request.app.state.batcher.submit(
-            Job(call, size=len(call.accounts), key=key)
-        )
+        results = await request.app.state.batcher.submit(job)
     except Overloaded as exc:
         raise HTTPException(
             status_code=503,
@@ -472,8 +474,20 @@ async def score(
             },
             "level_horizon": settings.level_horizon,
             "results": results,
-        }
+        },
+        headers={"Server-Timing": _server_timing(job)},
     )
+
+
+def _server_timing(job: Job) -> str:
+    """Where the request's time went on the server (W3C Server-Timing, milliseconds): waiting
+    for the batch ahead, scoring and storing its batch, the event loop taking the answer back;
+    ``batch``: how many accounts its batch scored."""
+    score, store_s = job.timings.get("score", 0.0), job.timings.get("store", 0.0)
+    resume = time.perf_counter() - job.started_at - score - store_s
+    parts = {"wait": job.started_at - job.queued_at, "score": score, "store": store_s, "resume": resume}
+    timed = ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in parts.items())
+    return f'{timed}, batch;desc="{job.timings.get("accounts", 0):.0f} accounts"'
 
 
 @dataclass(frozen=True)
@@ -494,14 +508,19 @@ def _score_batch(jobs: Sequence[Job]) -> None:
     A store failure fails every request of the batch: none of them is acknowledged."""
     first: _ScoreCall = jobs[0].payload
     accounts = [a for job in jobs for a in job.payload.accounts]
+    started = time.perf_counter()
     results = _score_accounts(first.served, accounts, first.what_if)
     events = _score_events(
         results, horizon=first.settings.level_horizon, model_version=first.served.version
     )
+    scored = time.perf_counter()
     try:
         recorded = store.record_scores(first.engine, events, first.settings.thresholds)
     except sa.exc.SQLAlchemyError as exc:
         raise _store_unavailable(exc) from exc
+    timings = {"score": scored - started, "store": time.perf_counter() - scored, "accounts": len(accounts)}
+    for job in jobs:
+        job.timings.update(timings)
     raised, levels = recorded.warnings, recorded.levels
     if raised and first.runtime.outbox is not None:
         first.runtime.outbox.notify()

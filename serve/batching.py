@@ -19,6 +19,7 @@ those waiting for a free thread of the pool were not counted).
 """
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,11 @@ class Job:
     payload: Any
     size: int
     key: Hashable = None
+    # perf_counter seconds: when the job was queued and when its batch began (set by the
+    # batcher), and what the runner chooses to record of its batch (for Server-Timing)
+    queued_at: float = field(default=0.0, repr=False)
+    started_at: float = field(default=0.0, repr=False)
+    timings: dict[str, float] = field(default_factory=dict, repr=False)
     _outcome: tuple[bool, Any] | None = field(default=None, repr=False)
 
     @property
@@ -104,6 +110,7 @@ class Batcher:
             raise Overloaded(f"{len(self._queue)} requests already wait for the scorer")
         loop = asyncio.get_running_loop()
         done = self._waiting[id(job)] = loop.create_future()
+        job.queued_at = time.perf_counter()
         self._queue.append(job)
         if not self._busy:
             self._busy = True
@@ -140,6 +147,9 @@ class Batcher:
 
     def _run(self, batch: list[Job]) -> None:
         """The runner on one batch (on the batch thread); every job ends resolved or failed."""
+        started = time.perf_counter()
+        for job in batch:
+            job.started_at = started
         try:
             self._runner(batch)
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch must hear of it

@@ -265,11 +265,22 @@ def test_concurrent_requests_are_scored_together_and_answered_each_their_own(
         assert [r["account_id"] for r in rows] == [a["account_id"] for a in request]
         ok, liq = rows
         for h in ("1h", "24h", "7d"):
-            assert ok["horizons"][h]["p_negative"] == pytest.approx(direct[0]["horizons"][h]["p_negative"], rel=1e-12)
+            assert ok["horizons"][h]["p_negative"] == direct[0]["horizons"][h]["p_negative"]  # to the bit
         assert liq["status"] == "in_liquidation" and liq["level"] == "critical" and liq["warning_id"] is not None
     assert db_service.app.state.batcher.batches - batches_before < len(requests)  # some were merged
     feed = db_service.warnings_after(cursor)
     assert sorted(w["id"] for w in feed) == sorted(a["results"][1]["warning_id"] for a in answers)
+
+
+def test_a_score_answer_says_where_its_time_went_on_the_server(service: Service) -> None:
+    accounts = [account(new_id("timed")), account(new_id("timed"))]
+    response = service.client.post("/v1/score", json={"accounts": accounts, "as_of": AS_OF}, headers=key())
+    assert response.status_code == 200
+    parts = dict(p.strip().split(";", 1) for p in response.headers["Server-Timing"].split(","))
+    assert set(parts) == {"wait", "score", "store", "resume", "batch"}
+    durations = {name: float(v.removeprefix("dur=")) for name, v in parts.items() if name != "batch"}
+    assert all(d >= 0 for d in durations.values()) and durations["score"] > 0
+    assert parts["batch"] == 'desc="2 accounts"'  # alone: its batch is its own two accounts
 
 
 def test_what_if_shows_the_change_beside_the_current_risk(service: Service) -> None:
