@@ -69,18 +69,19 @@ def main() -> None:
     reference = offline_scores(model, market, accounts)
     print(f"\nsame probabilities (1e-12): {np.allclose(served.to_numpy(), reference[served.columns].to_numpy(), rtol=1e-12, atol=1e-12)}")
     if args.stages:
-        stage_times(scorer, accounts, args.repeat * 10)
+        stage_times(scorer, accounts, args.repeat * 10, size=1)
+        stage_times(scorer, accounts, args.repeat, size=1000)
 
 
 # the scorer's stages, by where serve/scoring.py looks them up: module functions, then methods
-STAGE_FUNCTIONS = ("accounts_from_dicts", "state_at_as_of", "snapshot_columns", "_baselines", "model_matrix")
-STAGE_METHODS = ("_horizons", "_explain")
+STAGE_FUNCTIONS = ("accounts_from_dicts", "_errors", "state_at_as_of", "snapshot_columns", "_baselines", "model_matrix")
+STAGE_METHODS = ("_horizons", "_explain", "_result")
 
 
-def stage_times(scorer: Scorer, accounts: list[dict], calls: int) -> None:
-    """Mean wall time per call of each stage over ``calls`` single-account scores (the stages
-    wrapped in timers for this, then restored)."""
-    import liqrisk.serve.scoring as scoring
+def stage_times(scorer: Scorer, accounts: list[dict], calls: int, *, size: int) -> None:
+    """Mean wall time per call of each stage over ``calls`` scores of ``size`` accounts (the
+    stages wrapped in timers for this, then restored); ``rest``: the call's time outside them."""
+    from liqrisk.serve import scoring
 
     spent: dict[str, float] = dict.fromkeys((*STAGE_FUNCTIONS, *STAGE_METHODS), 0.0)
 
@@ -100,12 +101,14 @@ def stage_times(scorer: Scorer, accounts: list[dict], calls: int) -> None:
     try:
         started = time.perf_counter()
         for i in range(calls):
-            scorer.score(accounts[i % 1000 : i % 1000 + 1])
-        total = (time.perf_counter() - started) / calls * 1000
+            start = i % (len(accounts) - size + 1)
+            scorer.score(accounts[start : start + size])
+        total = time.perf_counter() - started
     finally:
         for owner, name, call in saved:
             setattr(owner, name, call)
-    print(f"\nstages of one account ({calls} calls, {total:.2f} ms a call in all):")
+    spent["rest"] = total - sum(spent.values())
+    print(f"\nstages of {size} account(s) ({calls} calls, {total / calls * 1000:.2f} ms a call in all):")
     for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<22}{seconds / calls * 1000:>7.2f} ms")
 

@@ -12,6 +12,12 @@ Needs the champion of the main job (`liqrisk run`) in runs/mlflow. For each serv
   throughput (requests/s) is the capacity figure the ratio compares;
 - **batch of 1,000**: one client, back to back; latency p50 / p99 and accounts/s.
 
+Every request to liqrisk carries its accounts under ids never sent before (``--same-ids``
+sends the same ones again), so each score stores a new account state, as a platform's new
+figures would; the store starts empty each run. Answers carry a Server-Timing header, and the
+report gives, per case, the median of each part (waiting for the batch ahead, scoring,
+storing) over all requests and over the slowest 1%.
+
 liqrisk receives accounts in the contract's snapshot shape and computes every feature
 from its market state; the reference receives the already computed feature rows of the
 same accounts (MLflow has no feature step), so the comparison favours the reference. Both
@@ -22,6 +28,7 @@ as behind a proxy that logs requests: on this machine the log line cost ~0.7 ms 
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import signal
@@ -112,7 +119,8 @@ def server_timing(header: str | None) -> dict[str, float]:
     return out
 
 
-async def open_loop(send: Callable, payloads: list, *, rate: float, seconds: float) -> dict:
+async def open_loop(send: Callable, body: Callable[[int], bytes], *, rate: float, seconds: float) -> dict:
+    """Request ``k`` (its body ``body(k)``) sent at ``k / rate`` seconds, whatever the answers do."""
     latencies, statuses, timings = [], [], []
     start = time.perf_counter()
     tasks = []
@@ -121,20 +129,22 @@ async def open_loop(send: Callable, payloads: list, *, rate: float, seconds: flo
         due = k / rate
         if due > now:
             await asyncio.sleep(due - now)
-        tasks.append(asyncio.create_task(_timed(send, payloads[k % len(payloads)], latencies, statuses, timings)))
+        tasks.append(asyncio.create_task(_timed(send, body(k), latencies, statuses, timings)))
         k += 1
     await asyncio.gather(*tasks)
     return _stats(latencies, statuses, timings, time.perf_counter() - start)
 
 
-async def closed_loop(send: Callable, payloads: list, *, clients: int, seconds: float) -> dict:
+async def closed_loop(send: Callable, body: Callable[[int], bytes], *, clients: int, seconds: float) -> dict:
+    """``clients`` clients, each sending its next request (client ``i``: bodies ``i``,
+    ``i + clients``, ...) as soon as the last is answered."""
     latencies, statuses, timings = [], [], []
     start = time.perf_counter()
 
     async def client(offset: int) -> None:
         k = offset
         while time.perf_counter() - start < seconds:
-            await _timed(send, payloads[k % len(payloads)], latencies, statuses, timings)
+            await _timed(send, body(k), latencies, statuses, timings)
             k += clients
 
     await asyncio.gather(*(client(i) for i in range(clients)))
@@ -157,7 +167,25 @@ def _stats(latencies: list[float], statuses: list[int], timings: list[dict], sec
     }
 
 
-async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict, rate: float, seconds: float) -> dict:
+def bodies(groups: list[list[dict]], payload_of: Callable, *, fresh_ids: bool) -> Callable[[int], bytes]:
+    """The body of request ``k``: ``payload_of`` of group ``k % len(groups)``, encoded once per
+    group; or, ``fresh_ids``, encoded per request with every account id suffixed ``~n`` (``n``
+    counting every request of the run), so that each score stores an account's state, as when
+    a platform sends the accounts' new figures (re-scoring an account unchanged writes nothing)."""
+    if not fresh_ids:
+        encoded = [orjson.dumps(payload_of(g)) for g in groups]
+        return lambda k: encoded[k % len(encoded)]
+    counter = itertools.count()
+
+    def body(k: int) -> bytes:
+        n = next(counter)
+        return orjson.dumps(payload_of([a | {"account_id": f"{a['account_id']}~{n}"} for a in groups[k % len(groups)]]))
+
+    return body
+
+
+async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict, rate: float, seconds: float,
+                fresh_ids: bool = False) -> dict:
     """The three cases against one server. The client is aiohttp with bodies encoded before the
     clock starts: httpx's async client cost this process more CPU a request than the server
     spent answering it, so an open loop at 200/s measured the client falling behind."""
@@ -171,10 +199,11 @@ async def drive(url: str, payload_of: Callable, accounts: list, *, headers: dict
                 await r.read()
                 return r.status, r.headers.get("Server-Timing")
 
-        singles = [orjson.dumps(payload_of([a])) for a in accounts[:500]]
-        batches = [orjson.dumps(payload_of(accounts[i : i + 1000])) for i in range(0, len(accounts) - 999, 1000)]
-        for payload in [singles[0], *batches]:  # warm-up: every account once (caches, first calls)
-            await send(payload)
+        groups = [accounts[i : i + 1000] for i in range(0, len(accounts) - 999, 1000)]
+        singles = bodies([[a] for a in accounts[:500]], payload_of, fresh_ids=fresh_ids)
+        batches = bodies(groups, payload_of, fresh_ids=fresh_ids)
+        for k in range(1 + len(groups)):  # warm-up: every account once (caches, first calls)
+            await send(batches(k - 1) if k else singles(0))
         # This process holds the market and the accounts (~10^6 objects): one full collection of
         # them stalled the client ~180 ms, the open loop's tail, and then sent the overdue
         # requests at once. Frozen, a collection walks only what the cases create.
@@ -207,6 +236,8 @@ def _server_parts(ms: np.ndarray, timings: list[dict]) -> dict[str, tuple[float,
 def start_liqrisk(port: int, work: Path, workers: int, *, access_log: bool, synchronous: str = "FULL") -> subprocess.Popen:
     import hashlib
 
+    for stale in work.glob("bench-warnings.db*"):  # each run starts from an empty store
+        stale.unlink()
     keys = [{"name": "bench", "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(), "scopes": ["score"]}]
     env = os.environ | {
         "LIQRISK_SERVE__API_KEYS": json.dumps(keys),
@@ -291,6 +322,9 @@ def main() -> int:
                         help="liqrisk only (e.g. its load shedding at a rate above its capacity): no ratios")
     parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default="FULL",
                         help="the warnings store's SQLite synchronous (LIQRISK_SERVE__SQLITE_SYNCHRONOUS)")
+    parser.add_argument("--same-ids", action="store_true",
+                        help="send the same accounts again (re-scored unchanged, they write nothing to the store); "
+                             "default: every request's accounts under new ids, each score storing its state")
     args = parser.parse_args()
     if not (ROOT / "runs" / "mlflow" / "mlflow.db").exists():
         print("bench_serve: no MLflow store at runs/mlflow; run `liqrisk run` first", file=sys.stderr)
@@ -308,7 +342,8 @@ def main() -> int:
         wait_ready(f"http://127.0.0.1:{port}/readyz")
         results["liqrisk serve"] = asyncio.run(
             drive(f"http://127.0.0.1:{port}/v1/score", lambda a: {"accounts": a}, accounts,
-                  headers={"X-API-Key": API_KEY}, rate=args.rate, seconds=args.seconds)
+                  headers={"X-API-Key": API_KEY}, rate=args.rate, seconds=args.seconds,
+                  fresh_ids=not args.same_ids)
         )
     finally:
         stop(server)

@@ -363,6 +363,7 @@ class _State:
     probability: float
     updated_at: datetime
     changed: bool = False
+    stored: bool = True  # False: a new account whose row is inserted when the state is saved
 
 
 @dataclass(frozen=True)
@@ -432,9 +433,16 @@ def _record_scores_once(
     engine: Engine, scores: Sequence[ScoreEvent], thresholds: Thresholds, now: datetime
 ) -> Recorded:
     with _write(engine) as conn:
-        states = _lock_states(conn, sorted({s.account_id for s in scores}))
+        accounts = sorted({s.account_id for s in scores})
+        if conn.dialect.name == "sqlite":
+            states = _SqliteStates(conn).read(accounts)
+        else:
+            states = _lock_states(conn, accounts)
         raises = _apply_scores(states, scores, thresholds)
-        _save_states(conn, states)
+        if conn.dialect.name == "sqlite":
+            _SqliteStates(conn).save(states)
+        else:
+            _save_states(conn, states)
         levels = {a: s.level for a, s in states.items()}
         if not raises:
             return Recorded(warnings=[], levels=levels)
@@ -484,16 +492,13 @@ def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
     # scoring one new account must not both raise its warning); only the accounts not stored
     # yet are inserted (a second process inserting one meanwhile is ignored). Then every row is
     # locked in one query in account order (two phases of locks could deadlock two writers).
-    # On SQLite ``BEGIN IMMEDIATE`` already holds the one write lock: the rows read first are
-    # the rows held, and the new accounts hold what was inserted, so no second query.
+    # (SQLite needs none of this: ``BEGIN IMMEDIATE`` holds its one write lock, see _SqliteStates.)
     stored = _read_states(conn, accounts, lock=False)
     new = [a for a in accounts if a not in stored]
     if new:
         level, probability, updated_at = _NEVER_SCORED
         placeholder = {"level": int(level), "probability": probability, "updated_at": updated_at}
         conn.execute(_insert_ignore(conn, account_state), [{"account_id": a, **placeholder} for a in new])
-    if conn.dialect.name == "sqlite":
-        return stored | {a: _State(*_NEVER_SCORED) for a in new}
     return _read_states(conn, accounts, lock=True)
 
 
@@ -554,6 +559,78 @@ def _save_states(conn: Connection, states: Mapping[str, _State]) -> None:
             )
         )
         conn.execute(stmt, rows)
+
+
+class _SqliteStates:
+    """The account states on SQLite, read and saved through the driver in plain statements.
+
+    ``BEGIN IMMEDIATE`` already holds the database's one write lock, so the rows read are the
+    rows held, and a new account is inserted once with its state, not as a placeholder first.
+    Times go through the column type's own processors, once per distinct value (a batch
+    shares a few as_of): SQLAlchemy's per-row parameter and result processing was most of
+    the store's time for a batch of 1,000 (22 ms for new accounts, 19 ms for changed ones).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        column_type = account_state.c.updated_at.type.dialect_impl(conn.dialect)
+        self._to_db = column_type.bind_processor(conn.dialect) or (lambda v: v)
+        self._from_db = column_type.result_processor(conn.dialect, None) or (lambda v: v)
+
+    def read(self, accounts: list[str]) -> dict[str, _State]:
+        """Every account's state: the stored one, or a new account's (``stored=False``)."""
+        times: dict[Any, datetime] = {}
+        states = {}
+        for start in range(0, len(accounts), _SQLITE_IN_CHUNK):
+            chunk = accounts[start : start + _SQLITE_IN_CHUNK]
+            rows = self.conn.exec_driver_sql(
+                "SELECT account_id, level, probability, updated_at FROM account_state "
+                f"WHERE account_id IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            ).fetchall()
+            for account, level, probability, raw in rows:
+                at = times.get(raw)
+                if at is None:
+                    at = times[raw] = self._from_db(raw)
+                states[account] = _State(_LEVELS[level], probability, at)
+        new = (a for a in accounts if a not in states)
+        return states | {a: _State(*_NEVER_SCORED, stored=False) for a in new}
+
+    def save(self, states: Mapping[str, _State]) -> None:
+        """Insert the new accounts' states, update the changed ones."""
+        times: dict[datetime, Any] = {}
+
+        def db_time(at: datetime) -> Any:
+            value = times.get(at)
+            if value is None:
+                value = times[at] = self._to_db(at)
+            return value
+
+        inserted = [
+            (a, int(s.level), float(s.probability), db_time(s.updated_at))
+            for a, s in states.items()
+            if not s.stored
+        ]
+        updated = [
+            (int(s.level), float(s.probability), db_time(s.updated_at), a)
+            for a, s in states.items()
+            if s.stored and s.changed
+        ]
+        if inserted:
+            self.conn.exec_driver_sql(
+                "INSERT INTO account_state (account_id, level, probability, updated_at) "
+                "VALUES (?, ?, ?, ?)",
+                inserted,
+            )
+        if updated:
+            self.conn.exec_driver_sql(
+                "UPDATE account_state SET level = ?, probability = ?, updated_at = ? "
+                "WHERE account_id = ?",
+                updated,
+            )
+
+
+_SQLITE_IN_CHUNK = 5_000  # ids per "IN (...)": far under SQLite's bound-parameter limit
 
 
 def _allocate_ids(conn: Connection, n: int) -> int:

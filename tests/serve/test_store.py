@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -20,6 +21,7 @@ from liqrisk.serve.store import (
     DeliveryStatus,
     ScoreEvent,
     account_level,
+    account_state,
     claim_due,
     create_engine_for,
     create_schema,
@@ -104,6 +106,30 @@ def test_a_repeated_score_writes_no_state_and_a_changed_one_does(engine: Engine)
     finally:
         event.remove(engine, "before_cursor_execute", count_updates)
     assert account_level(engine, "b") == Level.WATCH
+
+
+def test_each_account_holds_its_last_state_read_back_as_written(engine: Engine) -> None:
+    # new and stored accounts in one call, a new one scored twice, more accounts than one
+    # "IN (...)" of SQLite's read takes; read back through SQLAlchemy's own column types
+    record_scores(engine, [score("old", 0.5), score("same", 0.1)], T)
+    crowd = [score(f"n{i:05d}", (i % 10) / 20, minutes=i % 3) for i in range(6_000)]
+    recorded = record_scores(
+        engine, [score("old", 0.75, 1), score("same", 0.1), score("twice", 0.3, 1), score("twice", 0.45, 2), *crowd], T
+    )
+    with engine.connect() as conn:
+        rows = {
+            r.account_id: (Level(r.level), r.probability, r.updated_at)
+            for r in conn.execute(sa.select(account_state))
+        }
+    assert len(rows) == 6_003 and set(recorded.levels) == set(rows)
+    assert rows["old"] == (Level.CRITICAL, 0.75, T0 + timedelta(minutes=1))
+    assert rows["same"] == (Level.NONE, 0.1, T0)
+    assert rows["twice"] == (Level.WARNING, 0.45, T0 + timedelta(minutes=2))  # inserted once, its last score
+    assert rows["n00007"] == (Level.WATCH, 0.35, T0 + timedelta(minutes=1))
+    assert all(at.tzinfo is not None for _, _, at in rows.values())
+    assert {a: level for a, (level, _, _) in rows.items()} == recorded.levels
+    later = record_scores(engine, [score(f"n{i:05d}", 0.75, minutes=5) for i in range(6_000)], T)
+    assert len(later.warnings) == 6_000 and account_level(engine, "n05999") == Level.CRITICAL
 
 
 @pytest.mark.parametrize("synchronous, code", [("FULL", 2), ("NORMAL", 1)])
