@@ -485,7 +485,12 @@ def _server_timing(job: Job) -> str:
     ``batch``: how many accounts its batch scored."""
     score, store_s = job.timings.get("score", 0.0), job.timings.get("store", 0.0)
     resume = time.perf_counter() - job.started_at - score - store_s
-    parts = {"wait": job.started_at - job.queued_at, "score": score, "store": store_s, "resume": resume}
+    parts = {
+        "wait": job.started_at - job.queued_at,
+        "score": score,
+        "store": store_s,
+        "resume": resume,
+    }
     timed = ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in parts.items())
     return f'{timed}, batch;desc="{job.timings.get("accounts", 0):.0f} accounts"'
 
@@ -518,7 +523,11 @@ def _score_batch(jobs: Sequence[Job]) -> None:
         recorded = store.record_scores(first.engine, events, first.settings.thresholds)
     except sa.exc.SQLAlchemyError as exc:
         raise _store_unavailable(exc) from exc
-    timings = {"score": scored - started, "store": time.perf_counter() - scored, "accounts": len(accounts)}
+    timings = {
+        "score": scored - started,
+        "store": time.perf_counter() - scored,
+        "accounts": len(accounts),
+    }
     for job in jobs:
         job.timings.update(timings)
     raised, levels = recorded.warnings, recorded.levels

@@ -26,7 +26,9 @@ Choices, stated once:
 - **Hysteresis memory is locked per account.** ``account_state`` rows are created if missing
   (``INSERT … ON CONFLICT DO NOTHING``) and read ``FOR UPDATE`` in sorted account order, so
   two requests scoring the same account concurrently cannot both raise the same warning and
-  cannot deadlock (SQLite serialises writers anyway). A score older than the one already
+  cannot deadlock. SQLite serialises writers anyway (``BEGIN IMMEDIATE``), so there the
+  states are read and written in plain driver statements, a new account's row inserted once
+  with its state (:class:`_SqliteStates`, the cheaper path). A score older than the one already
   applied to its account is ignored, so requests arriving out of order do not move levels back.
 - **Claims are atomic and fenced.** :func:`claim_due` moves due rows to ``delivering`` with a
   lease and a fresh ``lease_token`` in one ``UPDATE`` whose row choice is a CTE
@@ -433,16 +435,10 @@ def _record_scores_once(
     engine: Engine, scores: Sequence[ScoreEvent], thresholds: Thresholds, now: datetime
 ) -> Recorded:
     with _write(engine) as conn:
-        accounts = sorted({s.account_id for s in scores})
-        if conn.dialect.name == "sqlite":
-            states = _SqliteStates(conn).read(accounts)
-        else:
-            states = _lock_states(conn, accounts)
+        held = _SqliteStates(conn) if conn.dialect.name == "sqlite" else _LockedStates(conn)
+        states = held.read(sorted({s.account_id for s in scores}))
         raises = _apply_scores(states, scores, thresholds)
-        if conn.dialect.name == "sqlite":
-            _SqliteStates(conn).save(states)
-        else:
-            _save_states(conn, states)
+        held.save(states)
         levels = {a: s.level for a, s in states.items()}
         if not raises:
             return Recorded(warnings=[], levels=levels)
@@ -492,7 +488,7 @@ def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
     # scoring one new account must not both raise its warning); only the accounts not stored
     # yet are inserted (a second process inserting one meanwhile is ignored). Then every row is
     # locked in one query in account order (two phases of locks could deadlock two writers).
-    # (SQLite needs none of this: ``BEGIN IMMEDIATE`` holds its one write lock, see _SqliteStates.)
+    # (SQLite needs none of this: BEGIN IMMEDIATE holds its one write lock; see _SqliteStates.)
     stored = _read_states(conn, accounts, lock=False)
     new = [a for a in accounts if a not in stored]
     if new:
@@ -559,6 +555,20 @@ def _save_states(conn: Connection, states: Mapping[str, _State]) -> None:
             )
         )
         conn.execute(stmt, rows)
+
+
+@dataclass(frozen=True)
+class _LockedStates:
+    """The account states on PostgreSQL: rows created if missing and locked ``FOR UPDATE``
+    (:func:`_lock_states`), the changed ones updated (:func:`_save_states`)."""
+
+    conn: Connection
+
+    def read(self, accounts: list[str]) -> dict[str, _State]:
+        return _lock_states(self.conn, accounts)
+
+    def save(self, states: Mapping[str, _State]) -> None:
+        _save_states(self.conn, states)
 
 
 class _SqliteStates:
