@@ -578,7 +578,8 @@ class _SqliteStates:
     rows held, and a new account is inserted once with its state, not as a placeholder first.
     Times go through the column type's own processors, once per distinct value (a batch
     shares a few as_of): SQLAlchemy's per-row parameter and result processing was most of
-    the store's time for a batch of 1,000 (22 ms for new accounts, 19 ms for changed ones).
+    the store's time for a batch of 1,000 (22-34 ms for new accounts, 16-19 ms for changed
+    ones, in two runs; bench/README.md).
     """
 
     def __init__(self, conn: Connection) -> None:
