@@ -7,6 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models import infer_signature
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
 
 from liqrisk.models.bundle import (
     BIAS,
@@ -20,6 +25,7 @@ from liqrisk.models.fastpath import (
     PARALLEL_ROWS,
     Layout,
     calibrated_probability,
+    decision,
     lightgbm_matrix,
     logistic_design,
     threads,
@@ -51,7 +57,7 @@ def table(make_dataset: Callable[..., pd.DataFrame]) -> pd.DataFrame:
 def fitted(table: pd.DataFrame) -> dict[str, dict]:
     split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
     return {
-        f"{e}_{h}": train_split(table, split, label=f"{e}_{h}", seed=0, n_estimators=60, models=("lightgbm", "logistic"))
+        f"{e}_{h}": train_split(table, split, label=f"{e}_{h}", seed=0, n_estimators=60, models=("lightgbm", "logistic", "hist_gb"))
         for h in HORIZONS
         for e in ("liquidated", "negative")
     }
@@ -132,7 +138,7 @@ def test_pyfunc_round_trip_through_the_registry(table, fitted, mlflow_work_dir) 
         loaded.predict(rows.drop(columns="leverage"))
 
 
-@pytest.mark.parametrize("kind", ["lightgbm", "logistic"])
+@pytest.mark.parametrize("kind", ["lightgbm", "logistic", "hist_gb"])
 @pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
 def test_probabilities_from_the_fitted_parts_are_scikit_learns(table, fitted, kind, method) -> None:
     raw = uncalibrated(fitted["liquidated_24h"][kind])
@@ -142,11 +148,16 @@ def test_probabilities_from_the_fitted_parts_are_scikit_learns(table, fitted, ki
     X = X.assign(asset_class=X["asset_class"].mask(X.index % 7 == 0))  # missing classes too
     X = X.assign(leverage=X["leverage"].mask(X.index % 5 == 0))  # and missing numbers
     matrix = lightgbm_matrix(X)
+    log_odds = decision(raw, Layout.of(X), matrix)
+    if kind == "logistic":  # summed row by row, not by BLAS: equal but for the last bits
+        np.testing.assert_allclose(log_odds, raw.decision_function(X), rtol=1e-13, atol=1e-15)
+    else:  # the same trees added in the same order: the same bits
+        np.testing.assert_array_equal(log_odds, raw.decision_function(X))
     np.testing.assert_allclose(
         calibrated_probability(classifier, Layout.of(X), matrix),
         classifier.predict_proba(X)[:, 1],
         rtol=1e-13,
-        atol=1e-15,
+        atol=1e-13,  # a last-bit change of the log-odds on an isotonic step moved one by 7e-15
     )
     if kind == "logistic":
         np.testing.assert_allclose(
@@ -154,24 +165,50 @@ def test_probabilities_from_the_fitted_parts_are_scikit_learns(table, fitted, ki
         )
 
 
+def _unknown_model(table: pd.DataFrame, label: str) -> CalibratedClassifierCV:
+    """A calibrated model the fast path does not know: trees behind an encoder pipeline."""
+    X, y = model_frame(table), table[label].to_numpy(bool)
+    prep = ColumnTransformer([("cat", OrdinalEncoder(), ["asset_class"])], remainder="passthrough")
+    trees = Pipeline([("prep", prep), ("trees", HistGradientBoostingClassifier(max_iter=20, random_state=0))])
+    return calibrate(trees.fit(X.iloc[:2000], y[:2000]), X.iloc[2000:], y[2000:])
+
+
 def test_a_model_the_fast_path_does_not_know_is_left_to_scikit_learn(table) -> None:
-    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
-    hist_gb = train_split(table, split, label="liquidated_24h", seed=0, n_estimators=20, models=("hist_gb",))
     X = model_frame(table)
-    assert calibrated_probability(hist_gb["hist_gb"], Layout.of(X), lightgbm_matrix(X)) is None
+    assert calibrated_probability(_unknown_model(table, "liquidated_24h"), Layout.of(X), lightgbm_matrix(X)) is None
+
+
+def test_a_hist_gb_model_fitted_without_a_category_column_reads_the_numbers_as_they_are(table) -> None:
+    X = model_frame(table).drop(columns="asset_class")
+    X = X.assign(leverage=X["leverage"].mask(X.index % 5 == 0))
+    model = HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, table["negative_24h"].to_numpy(bool))
+    np.testing.assert_array_equal(decision(model, Layout.of(X), lightgbm_matrix(X)), model.decision_function(X))
+    reordered = X.assign(asset_class=model_frame(table)["asset_class"])[["asset_class", *reversed(X.columns)]]
+    np.testing.assert_array_equal(
+        decision(model, Layout.of(reordered), lightgbm_matrix(reordered)), model.decision_function(X)
+    )
+
+
+def test_a_refitted_hist_gb_model_gets_new_constants(table) -> None:
+    X = model_frame(table)
+    y = table["negative_24h"].to_numpy(bool)
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(X.iloc[:2000], y[:2000])
+    layout, matrix = Layout.of(X), lightgbm_matrix(X)
+    decision(model, layout, matrix)
+    model.fit(X.iloc[2000:], y[2000:])
+    np.testing.assert_array_equal(decision(model, layout, matrix), model.decision_function(X))
 
 
 def test_predict_values_on_the_matrix_alone_equal_predict(table, fitted) -> None:
     """The service predicts from the model matrix without a frame; a model without a fast path
-    (HistGB here) then reads a frame rebuilt from the matrix, and the numbers do not change."""
-    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
-    hist_gb = train_split(table, split, label="liquidated_24h", seed=0, n_estimators=20, models=("hist_gb",))
+    then reads a frame rebuilt from the matrix, and the numbers do not change."""
     model = _model(table, fitted, "lightgbm")
     mixed = RiskModel(
         horizons=model.horizons,
-        classifiers={**model.classifiers, "liquidated_24h": hist_gb["hist_gb"]},
+        classifiers={**model.classifiers, "liquidated_24h": _unknown_model(table, "liquidated_24h"),
+                     "negative_7d": fitted["negative_7d"]["hist_gb"]},
         severity=model.severity,
-        kinds={**model.kinds, "liquidated_24h": "hist_gb"},
+        kinds={**model.kinds, "liquidated_24h": "other", "negative_7d": "hist_gb"},
     )
     rows = table.iloc[::7]
     expected = mixed.predict(rows)
