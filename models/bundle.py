@@ -22,6 +22,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
@@ -32,6 +33,7 @@ from liqrisk.models.fastpath import (
     column_index,
     design_owners,
     fitted_booster,
+    hist_gb_plan,
     lightgbm_matrix,
     logistic_plan,
     threads,
@@ -50,6 +52,7 @@ from liqrisk.models.train import (
 EVENTS: tuple[str, ...] = ("liquidated", "negative")
 EXPLAINED_KINDS: tuple[str, ...] = (
     "lightgbm",
+    "hist_gb",
     "logistic",
 )  # kinds :func:`contributions` explains exactly
 BIAS = "bias"
@@ -201,13 +204,24 @@ def contributions(
     (``matrix``: their :func:`lightgbm_matrix`, when the caller has it; ``X`` is then taken to
     have :data:`~liqrisk.models.train.MODEL_LAYOUT`, as every model frame has).
 
-    LightGBM: TreeSHAP (``pred_contrib``). The logistic pipeline: ``coef × transformed value``,
-    summed back onto the input feature (its scaled value, its missing indicator, the one-hot
-    columns of ``asset_class``), with the intercept as :data:`BIAS`. Other models: None.
+    LightGBM: TreeSHAP (``pred_contrib``). HistGB: the same, on its trees written as a LightGBM
+    booster (:mod:`liqrisk.models.hist_gb_booster`; None where that booster cannot read the
+    rows). The logistic pipeline: ``coef × transformed value``, summed back onto the input
+    feature (its scaled value, its missing indicator, the one-hot columns of ``asset_class``),
+    with the intercept as :data:`BIAS`. Other models: None.
     """
     layout = Layout.of(X) if matrix is None else MODEL_LAYOUT
     if isinstance(model, lgb.LGBMClassifier):
         values = _tree_contributions(model, X, layout, matrix)
+    elif isinstance(model, HistGradientBoostingClassifier):
+        plan = hist_gb_plan(model, layout)
+        values = (
+            None
+            if plan is None
+            else plan.contributions(lightgbm_matrix(X) if matrix is None else matrix, len(layout.columns))
+        )
+        if values is None:
+            return None
     elif isinstance(model, Pipeline) and isinstance(model[-1], LogisticRegression):
         values = _logistic_contributions(model, X, layout, matrix)
     else:

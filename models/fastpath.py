@@ -7,9 +7,10 @@ horizon. Here the same arithmetic runs on one float matrix (:func:`lightgbm_matr
 once per request:
 
 - LightGBM: the booster's raw score (what ``LGBMClassifier.decision_function`` returns);
-- HistGradientBoosting: its fitted tree predictors on the columns in the order its
-  preprocessor hands them over (category columns first, as the encoder's codes), summed onto
-  the baseline as ``decision_function`` sums them;
+- HistGradientBoosting: its fitted trees, written as one LightGBM booster
+  (:mod:`liqrisk.models.hist_gb_booster`), on the columns in the order its preprocessor hands
+  them over (category columns first, as the model's codes), summed as ``decision_function``
+  sums them;
 - the logistic pipeline: median imputation with missing indicators, standard scaling and the
   fixed one-hot ``asset_class``, as its ``ColumnTransformer`` computes them, then
   ``coef · x + intercept``;
@@ -30,6 +31,7 @@ scikit-learn's output.
 """
 
 import functools
+import itertools
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from liqrisk.models.hist_gb_booster import MISSING_CODE, SCALE, booster_of, scales
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def _runs_between(excluded: list[int], n: int) -> list[tuple[int, int]]:
     """The ``(start, stop)`` slices of ``range(n)`` between the sorted positions ``excluded``
     (a slice of a frame is cheaper than a take; a model frame has one, before ``asset_class``)."""
     bounds = [-1, *excluded, n]
-    return [(a + 1, b) for a, b in zip(bounds, bounds[1:]) if b > a + 1]
+    return [(a + 1, b) for a, b in itertools.pairwise(bounds) if b > a + 1]
 
 
 def calibrated_probability(
@@ -155,40 +159,56 @@ def decision(model: object, layout: Layout, matrix: np.ndarray) -> np.ndarray | 
     return None if plan is None else plan.decision(matrix)
 
 
-# scikit-learn brings its own copy of OpenMP, beside the system's that LightGBM uses: after a
-# parallel region each copy's threads spin on the cores for a while, so a HistGB call on every
-# core followed by a LightGBM one made both wait (1,000 rows of the champion's 43-tree HistGB
-# and a 200-tree LightGBM model: 18.3 ms on 2 cores against 7.9 ms with HistGB on one thread,
-# which alone takes 2.3 ms against 1.7 ms on two).
-HIST_GB_THREADS = 1
-
-
 @dataclass(frozen=True)
 class HistGBPlan:
     """A fitted binary HistGradientBoosting classifier on one :class:`Layout`: the matrix
-    column behind each input its predictors read (``columns``, in their order), the category
-    inputs' recoding from the layout's codes to its encoder's (``recode``: input, code ->
-    encoder code, NaN where the encoder does not know the category), and its fitted parts."""
+    column behind each input its trees read (``columns``, in their order), the category
+    inputs' recoding from the layout's codes to the model's (``recode``: input, code -> model
+    code, :data:`~liqrisk.models.hist_gb_booster.MISSING_CODE` where the model would take the
+    value as missing), and its trees as one LightGBM booster
+    (:mod:`liqrisk.models.hist_gb_booster`), which predicts them in one call on LightGBM's own
+    threads (scikit-learn's copy of OpenMP beside LightGBM's made both wait: after a parallel
+    region each copy's threads spin on the cores)."""
 
     columns: np.ndarray
     recode: tuple[tuple[int, np.ndarray], ...]
-    baseline: np.ndarray  # (1, 1), as fitted
-    predictors: tuple[Any, ...]  # one TreePredictor per iteration
-    known_categories: np.ndarray  # the bitsets of the categories seen at fit, per category input
-    category_index: np.ndarray  # input -> its row of ``known_categories``
+    scaled: np.ndarray  # inputs read times SCALE (thresholds near 0; hist_gb_booster)
+    booster: lgb.Booster
+    predictors: tuple[Any, ...]  # the fitted trees it was written from (to notice a refit)
 
-    def decision(self, matrix: np.ndarray) -> np.ndarray:
-        """The log-odds: the baseline plus each tree's value, added in the fitted order."""
+    def inputs(self, matrix: np.ndarray) -> np.ndarray | None:
+        """The rows as the booster reads them; None if one would overflow when scaled (a
+        number above 2^64 in a column split near 0), which the booster cannot read."""
         X = matrix[:, self.columns]
         for i, codes in self.recode:
             x = X[:, i]
             known = ~np.isnan(x)
+            x[~known] = MISSING_CODE
             x[known] = codes[x[known].astype(np.intp)]
-        raw = np.zeros(len(X))
-        raw += self.baseline[0, 0]
-        for predictor in self.predictors:
-            raw += predictor.predict(X, self.known_categories, self.category_index, HIST_GB_THREADS)
-        return raw
+        if len(self.scaled):
+            values = X[:, self.scaled]
+            scaled = values * SCALE
+            if (np.isinf(scaled) & ~np.isinf(values)).any():
+                return None
+            X[:, self.scaled] = scaled
+        return X
+
+    def decision(self, matrix: np.ndarray) -> np.ndarray | None:
+        """The log-odds, as the model's ``decision_function`` computes them (the same sums)."""
+        X = self.inputs(matrix)
+        return None if X is None else self.booster.predict(X, raw_score=True, num_threads=_threads(len(X)))
+
+    def contributions(self, matrix: np.ndarray, width: int) -> np.ndarray | None:
+        """TreeSHAP contributions (rows, ``width`` layout columns + bias): zero for a column
+        the model does not read."""
+        X = self.inputs(matrix)
+        if X is None:
+            return None
+        parts = self.booster.predict(X, pred_contrib=True, num_threads=_threads(len(X)))
+        out = np.zeros((len(X), width + 1))
+        out[:, self.columns] = parts[:, :-1]
+        out[:, -1] = parts[:, -1]
+        return out
 
 
 def hist_gb_plan(model: HistGradientBoostingClassifier, layout: Layout) -> HistGBPlan | None:
@@ -249,21 +269,24 @@ def _hist_gb_plan(model: HistGradientBoostingClassifier, layout: Layout) -> Hist
         recode = tuple(
             (j, _recoding(categories[i], known)) for j, (i, known) in enumerate(zip(inputs[encoded], encoder.categories_))
         )
-    known_categories, category_index = model._bin_mapper.make_known_categories_bitsets()
+    trees = tuple(trees[0] for trees in predictors)
+    scale = scales(trees, len(columns))
+    if scale is None:
+        return None
     return HistGBPlan(
         columns=columns,
         recode=recode,
-        baseline=model._baseline_prediction,
-        predictors=tuple(trees[0] for trees in predictors),
-        known_categories=known_categories,
-        category_index=category_index,
+        scaled=np.flatnonzero(scale != 1.0),
+        booster=booster_of(trees, float(model._baseline_prediction[0, 0]), scale),
+        predictors=trees,
     )
 
 
 def _recoding(names: tuple[Any, ...], known: np.ndarray) -> np.ndarray:
-    """Layout code -> the encoder's code of the same category, NaN for one it never saw."""
+    """Layout code -> the encoder's code of the same category; the missing code for one it
+    never saw, which the trees send where they send a missing value."""
     code = {value: float(k) for k, value in enumerate(known.tolist())}
-    return np.array([code.get(name, np.nan) for name in names], dtype=np.float64)
+    return np.array([code.get(name, float(MISSING_CODE)) for name in names], dtype=np.float64)
 
 
 def logistic_design(model: object, layout: Layout, matrix: np.ndarray) -> np.ndarray | None:
@@ -433,6 +456,12 @@ def fitted_booster(model: lgb.LGBMModel, layout: Layout) -> lgb.Booster | None:
 
 
 PARALLEL_ROWS = 256  # from this many rows a prediction uses every core, whatever n_jobs says
+
+
+def _threads(rows: int) -> int:
+    """``num_threads`` for a model without ``n_jobs`` (HistGB's booster): one below
+    :data:`PARALLEL_ROWS` rows (OpenMP's start-up costs more than a few rows), else every core."""
+    return 1 if rows < PARALLEL_ROWS else 0
 
 
 def threads(model: lgb.LGBMModel, rows: int) -> int:

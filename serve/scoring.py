@@ -23,9 +23,9 @@ predicts, one call explains. Choices, stated once:
   flags platforms use today: ``margin_call`` (margin ratio >= 0.8, Binance's margin call) and
   ``over_leverage_cap`` (leverage above the asset class's regulatory cap).
 - **Reasons.** The ``reasons`` features with the largest exact contributions (TreeSHAP for
-  LightGBM, ``coef × value`` for the logistic model) to the log-odds of ``reason_label``'s
-  uncalibrated classifier, in words (``liqrisk.models.reasons.REASON_WORDS``). Only ``ok``
-  rows are explained. If ``reason_label``'s model kind has no exact contributions (HistGB),
+  LightGBM and HistGB, ``coef × value`` for the logistic model) to the log-odds of
+  ``reason_label``'s uncalibrated classifier, in words (``liqrisk.models.reasons.REASON_WORDS``).
+  Only ``ok`` rows are explained. If ``reason_label``'s model kind has no exact contributions,
   the reasons explain the same event at the nearest horizon whose model has them
   (``RiskModel.explained_label``); ``model.reasons_for`` names the label explained.
 - **What-if.** ``{"add_collateral": x >= 0, "cut": c in [0, 1)}``: every position's quantity

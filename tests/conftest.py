@@ -154,3 +154,26 @@ def synthetic_dataset(n: int = 6000, *, seed: int = 0, days: int = 1100) -> pd.D
 def make_dataset() -> Callable[..., pd.DataFrame]:
     """:func:`synthetic_dataset`, as a fixture so test modules need not import conftest."""
     return synthetic_dataset
+
+
+def unexplained_model(table: pd.DataFrame, label: str):
+    """A calibrated classifier that neither the fast path nor :func:`contributions` knows
+    (trees behind an encoder pipeline), fitted on ``table``'s model frame."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from liqrisk.models.train import calibrate, model_frame
+
+    X, y = model_frame(table), table[label].to_numpy(bool)
+    prep = ColumnTransformer([("cat", OrdinalEncoder(), ["asset_class"])], remainder="passthrough")
+    trees = Pipeline([("prep", prep), ("trees", HistGradientBoostingClassifier(max_iter=20, random_state=0))])
+    half = len(X) // 2
+    return calibrate(trees.fit(X.iloc[:half], y[:half]), X.iloc[half:], y[half:])
+
+
+@pytest.fixture(scope="session")
+def make_unexplained_model() -> Callable[..., Any]:
+    """:func:`unexplained_model`, as a fixture."""
+    return unexplained_model

@@ -1,3 +1,4 @@
+import itertools
 import pickle
 from collections.abc import Callable
 
@@ -7,11 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models import infer_signature
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 
 from liqrisk.models.bundle import (
     BIAS,
@@ -86,7 +83,7 @@ def test_probabilities_are_coherent_and_shortfall_is_pd_lgd_ead(table, fitted) -
     assert list(out.columns) == list(model.outputs) and out.index.equals(table.index)
     for h in HORIZONS:
         assert (out[f"p_liquidated_{h}"] >= out[f"p_negative_{h}"]).all()
-    for a, b in zip(HORIZONS, HORIZONS[1:]):
+    for a, b in itertools.pairwise(HORIZONS):
         assert (out[f"p_negative_{b}"] >= out[f"p_negative_{a}"]).all()
         assert (out[f"p_liquidated_{b}"] >= out[f"p_liquidated_{a}"]).all()
     severity = model.severity["24h"].predict(model_frame(table))
@@ -100,7 +97,7 @@ def test_missing_label_is_refused(table, fitted) -> None:
         RiskModel(horizons=HORIZONS, classifiers=classifiers, severity=model.severity, kinds=model.kinds)
 
 
-@pytest.mark.parametrize("kind", ["lightgbm", "logistic"])
+@pytest.mark.parametrize("kind", ["lightgbm", "logistic", "hist_gb"])
 def test_contributions_sum_to_the_raw_log_odds(table, fitted, kind) -> None:
     raw = uncalibrated(fitted["negative_24h"][kind])
     X = model_frame(table.iloc[:300])
@@ -165,17 +162,11 @@ def test_probabilities_from_the_fitted_parts_are_scikit_learns(table, fitted, ki
         )
 
 
-def _unknown_model(table: pd.DataFrame, label: str) -> CalibratedClassifierCV:
-    """A calibrated model the fast path does not know: trees behind an encoder pipeline."""
-    X, y = model_frame(table), table[label].to_numpy(bool)
-    prep = ColumnTransformer([("cat", OrdinalEncoder(), ["asset_class"])], remainder="passthrough")
-    trees = Pipeline([("prep", prep), ("trees", HistGradientBoostingClassifier(max_iter=20, random_state=0))])
-    return calibrate(trees.fit(X.iloc[:2000], y[:2000]), X.iloc[2000:], y[2000:])
-
-
-def test_a_model_the_fast_path_does_not_know_is_left_to_scikit_learn(table) -> None:
+def test_a_model_the_fast_path_does_not_know_is_left_to_scikit_learn(table, make_unexplained_model) -> None:
     X = model_frame(table)
-    assert calibrated_probability(_unknown_model(table, "liquidated_24h"), Layout.of(X), lightgbm_matrix(X)) is None
+    unknown = make_unexplained_model(table, "liquidated_24h")
+    assert calibrated_probability(unknown, Layout.of(X), lightgbm_matrix(X)) is None
+    assert contributions(uncalibrated(unknown), X) is None
 
 
 def test_a_hist_gb_model_fitted_without_a_category_column_reads_the_numbers_as_they_are(table) -> None:
@@ -189,6 +180,66 @@ def test_a_hist_gb_model_fitted_without_a_category_column_reads_the_numbers_as_t
     )
 
 
+def test_a_hist_gb_model_splitting_numbers_near_zero_is_read_exactly(table) -> None:
+    """LightGBM reads |x| <= 1e-35 as 0; HistGB splits first-passage probabilities far below
+    that. The fast path scales such a column by 2^959 and stays bit-equal; a number that would
+    overflow when scaled leaves the call to scikit-learn."""
+    X = model_frame(table)
+    rng = np.random.default_rng(3)
+    tiny = 10.0 ** -rng.uniform(10, 320, len(X))  # normal and subnormal numbers down to 1e-320
+    tiny[:: 9] = 0.0
+    y = np.log10(np.maximum(tiny, 1e-320)) > -200
+    X = X.assign(fp_liq_1h=tiny)
+    model = HistGradientBoostingClassifier(max_iter=8, random_state=0).fit(X, y)
+    layout, matrix = Layout.of(X), lightgbm_matrix(X)
+    splits = np.concatenate([p[0].nodes[p[0].nodes["is_leaf"] == 0]["num_threshold"] for p in model._predictors])
+    assert (np.abs(splits[splits != 0]) < 1e-35).any()  # it does split where LightGBM reads 0
+    np.testing.assert_array_equal(decision(model, layout, matrix), model.decision_function(X))
+    huge = X.assign(fp_liq_1h=np.where(X.index % 11 == 0, 2.0**70, tiny))
+    assert decision(model, layout, lightgbm_matrix(huge)) is None
+    calibrated = calibrate(model, X.iloc[:2000], y[:2000])
+    np.testing.assert_array_equal(
+        calibrated_probability(calibrated, layout, matrix), calibrated.predict_proba(X)[:, 1]
+    )
+
+
+def test_a_hist_gb_model_sends_missing_and_unseen_categories_where_it_learnt(table) -> None:
+    """LightGBM sends a missing category right whatever the split; the fast path gives it (and
+    a category the model never saw at fit) a code each split sends the fitted way."""
+    X = model_frame(table)
+    rng = np.random.default_rng(4)
+    missing = rng.random(len(X)) < 0.3
+    train = X.assign(asset_class=X["asset_class"].mask(missing | (X["asset_class"] == "equity")))
+    y = missing | (X["asset_class"] == "fx").to_numpy()  # missing behaves like fx, not like the rest
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(train, y)
+    nodes = np.concatenate([p[0].nodes for p in model._predictors])
+    categorical = nodes[(nodes["is_leaf"] == 0) & (nodes["is_categorical"] == 1)]
+    assert categorical["missing_go_to_left"].any() and not categorical["missing_go_to_left"].all()
+    scored = X.assign(asset_class=X["asset_class"].mask(X.index % 4 == 0))  # missing, and equity unseen
+    assert (scored["asset_class"] == "equity").any()
+    np.testing.assert_array_equal(
+        decision(model, Layout.of(scored), lightgbm_matrix(scored)), model.decision_function(scored)
+    )
+
+
+def test_hist_gb_contributions_are_those_of_its_trees(table, fitted) -> None:
+    """TreeSHAP of the trees as LightGBM reads them: a column the model never splits on gets 0,
+    and moving the one input of a model fitted on it moves only its contribution."""
+    X = model_frame(table.iloc[:400])
+    model = uncalibrated(fitted["negative_24h"]["hist_gb"])
+    used = {int(f) for p in model._predictors for f in p[0].nodes[p[0].nodes["is_leaf"] == 0]["feature_idx"]}
+    parts = contributions(model, X)
+    order = [*(c for c in X.columns if c == "asset_class"), *(c for c in X.columns if c != "asset_class")]
+    unused = [name for j, name in enumerate(order) if j not in used]
+    assert unused and np.allclose(parts[unused], 0.0)
+    y = table["negative_24h"].to_numpy(bool)
+    one = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(model_frame(table)[["leverage"]], y)
+    frame = X[["leverage"]]
+    moved = frame.assign(leverage=frame["leverage"] * 3.0)
+    delta = contributions(one, moved) - contributions(one, frame)
+    assert (delta["leverage"].abs() > 0).any() and np.allclose(delta[BIAS], 0.0)
+
+
 def test_a_refitted_hist_gb_model_gets_new_constants(table) -> None:
     X = model_frame(table)
     y = table["negative_24h"].to_numpy(bool)
@@ -199,13 +250,13 @@ def test_a_refitted_hist_gb_model_gets_new_constants(table) -> None:
     np.testing.assert_array_equal(decision(model, layout, matrix), model.decision_function(X))
 
 
-def test_predict_values_on_the_matrix_alone_equal_predict(table, fitted) -> None:
+def test_predict_values_on_the_matrix_alone_equal_predict(table, fitted, make_unexplained_model) -> None:
     """The service predicts from the model matrix without a frame; a model without a fast path
     then reads a frame rebuilt from the matrix, and the numbers do not change."""
     model = _model(table, fitted, "lightgbm")
     mixed = RiskModel(
         horizons=model.horizons,
-        classifiers={**model.classifiers, "liquidated_24h": _unknown_model(table, "liquidated_24h"),
+        classifiers={**model.classifiers, "liquidated_24h": make_unexplained_model(table, "liquidated_24h"),
                      "negative_7d": fitted["negative_7d"]["hist_gb"]},
         severity=model.severity,
         kinds={**model.kinds, "liquidated_24h": "other", "negative_7d": "hist_gb"},

@@ -245,10 +245,9 @@ def test_only_the_riskiest_rows_are_explained_when_asked_to_cap(model: RiskModel
     assert min(r["horizons"]["24h"]["p_negative"] for r in explained) >= sorted(risk)[-2]
 
 
-def test_reasons_come_from_the_nearest_explainable_label_when_the_preferred_has_none(
+def test_a_hist_gb_label_is_explained_by_its_own_trees(
     model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame]
 ):
-    # negative_24h served by HistGB (no exact contributions): reasons explain negative_1h or _7d
     table = make_dataset(4000, seed=1)
     split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
     hist_gb = train_split(table, split, label="negative_24h", seed=0, n_estimators=20, models=("hist_gb",))["hist_gb"]
@@ -257,6 +256,25 @@ def test_reasons_come_from_the_nearest_explainable_label_when_the_preferred_has_
         classifiers={**model.classifiers, "negative_24h": hist_gb},
         kinds={**model.kinds, "negative_24h": "hist_gb"},
     )
+    assert mixed.explained_label("negative_24h") == "negative_24h"
+    market = MarketState.load(small_market)
+    scorer = Scorer(mixed, name="m", version="2", market=market, instruments=market.instruments)
+    price = float(market.view().bars_of("BTCUSDT")["close"].iloc[-1])
+    result = scorer.score([cross("h", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
+    assert result["model"]["reasons_for"] == "negative_24h"
+    assert result["explained"] and len(result["reasons"]) == 3
+
+
+def test_reasons_come_from_the_nearest_explainable_label_when_the_preferred_has_none(
+    model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame], make_unexplained_model
+):
+    # negative_24h served by a model without exact contributions: reasons explain negative_1h or _7d
+    table = make_dataset(4000, seed=1)
+    mixed = dataclasses.replace(
+        model,
+        classifiers={**model.classifiers, "negative_24h": make_unexplained_model(table, "negative_24h")},
+        kinds={**model.kinds, "negative_24h": "other"},
+    )
     assert mixed.explained_label("negative_24h") in ("negative_1h", "negative_7d")
     market = MarketState.load(small_market)
     scorer = Scorer(mixed, name="m", version="2", market=market, instruments=market.instruments)
@@ -264,7 +282,7 @@ def test_reasons_come_from_the_nearest_explainable_label_when_the_preferred_has_
     result = scorer.score([cross("h", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
     assert result["model"]["reasons_for"] == scorer.reason_label == mixed.explained_label("negative_24h")
     assert result["explained"] and len(result["reasons"]) == 3
-    none_explainable = dataclasses.replace(mixed, kinds=dict.fromkeys(mixed.kinds, "hist_gb"))
+    none_explainable = dataclasses.replace(mixed, kinds=dict.fromkeys(mixed.kinds, "other"))
     assert none_explainable.explained_label("negative_24h") is None
     silent = Scorer(none_explainable, name="m", version="3", market=market, instruments=market.instruments)
     result = silent.score([cross("h", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
