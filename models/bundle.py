@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from liqrisk.features.durations import parse_duration
+from liqrisk.models import booster_rows
 from liqrisk.models.fastpath import (
     Layout,
     calibrated_probability,
@@ -192,7 +193,7 @@ class RiskModel:
             return severity.predict(X() if severity.regressor is not None else matrix)
         # LGBMRegressor.predict: the booster's output (identity link for objective="regression")
         return (
-            np.exp(booster.predict(matrix, num_threads=threads(severity.regressor, len(matrix))))
+            np.exp(booster_rows.predict(booster, matrix, "normal", threads(severity.regressor, len(matrix))))
             * severity.smearing
         )
 
@@ -236,7 +237,7 @@ def _tree_contributions(
     if booster is None:
         return model.predict(X, pred_contrib=True)
     matrix = lightgbm_matrix(X) if matrix is None else matrix
-    return booster.predict(matrix, pred_contrib=True, num_threads=threads(model, len(matrix)))
+    return booster_rows.predict(booster, matrix, "contrib", threads(model, len(matrix)))
 
 
 def _logistic_contributions(

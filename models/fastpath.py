@@ -49,6 +49,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from liqrisk.models import booster_rows
 from liqrisk.models.hist_gb_booster import MISSING_CODE, SCALE, booster_of, scales
 
 
@@ -150,7 +151,7 @@ def decision(model: object, layout: Layout, matrix: np.ndarray) -> np.ndarray | 
         return (
             None
             if booster is None
-            else booster.predict(matrix, raw_score=True, num_threads=threads(model, len(matrix)))
+            else booster_rows.predict(booster, matrix, "raw", threads(model, len(matrix)))
         )
     if isinstance(model, HistGradientBoostingClassifier):
         trees = hist_gb_plan(model, layout)
@@ -196,7 +197,7 @@ class HistGBPlan:
     def decision(self, matrix: np.ndarray) -> np.ndarray | None:
         """The log-odds, as the model's ``decision_function`` computes them (the same sums)."""
         X = self.inputs(matrix)
-        return None if X is None else self.booster.predict(X, raw_score=True, num_threads=_threads(len(X)))
+        return None if X is None else booster_rows.predict(self.booster, X, "raw", _threads(len(X)))
 
     def contributions(self, matrix: np.ndarray, width: int) -> np.ndarray | None:
         """TreeSHAP contributions (rows, ``width`` layout columns + bias): zero for a column
@@ -204,7 +205,7 @@ class HistGBPlan:
         X = self.inputs(matrix)
         if X is None:
             return None
-        parts = self.booster.predict(X, pred_contrib=True, num_threads=_threads(len(X)))
+        parts = booster_rows.predict(self.booster, X, "contrib", _threads(len(X)))
         out = np.zeros((len(X), width + 1))
         out[:, self.columns] = parts[:, :-1]
         out[:, -1] = parts[:, -1]
