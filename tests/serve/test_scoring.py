@@ -297,23 +297,26 @@ def test_plain_numbers_are_python_floats_with_none_for_nan_and_infinities():
     assert all(type(v) is float for v in _numbers(np.array([1.0, 2.0], dtype=np.float32)))
 
 
+@pytest.mark.parametrize("kind", ["logistic", "lightgbm", "hist_gb"])
 def test_an_account_scores_the_same_to_the_last_bit_alone_and_in_any_batch(
-    model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame]
+    model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame], kind: str
 ):
     # A logistic model (a matrix product would sum a row in an order set by the rows beside
-    # it) and accounts whose as_of see 3 to 31 days of history (a batch-wide width of daily
-    # closes would sum each σ_d differently): bit-equal, or the store would record a change
-    # on every re-score and the same account would get different scores by its neighbours.
+    # it), tree models (a few rows go through LightGBM's single-row path, more through
+    # Booster.predict) and accounts whose as_of see 3 to 31 days of history (a batch-wide
+    # width of daily closes would sum each σ_d differently): bit-equal, or the store would
+    # record a change on every re-score and the same account would get different scores by
+    # its neighbours.
     table = make_dataset(4000, seed=1)
     split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
-    logistic = {
-        label: train_split(table, split, label=label, seed=0, models=("logistic",))["logistic"]
+    classifiers = {
+        label: train_split(table, split, label=label, seed=0, n_estimators=30, models=(kind,))[kind]
         for label in model.classifiers
     }
     market = MarketState.load(small_market)
     scorer = Scorer(
-        dataclasses.replace(model, classifiers=logistic), name="liqrisk", version="1",
-        market=market, instruments=market.instruments,
+        dataclasses.replace(model, classifiers=classifiers, kinds=dict.fromkeys(classifiers, kind)),
+        name="liqrisk", version="1", market=market, instruments=market.instruments,
     )
     rng = np.random.default_rng(7)
     first, latest = market.view().bars_of("BTCUSDT")["ts"].iloc[0], market.latest
@@ -333,3 +336,4 @@ def test_an_account_scores_the_same_to_the_last_bit_alone_and_in_any_batch(
         alone = scorer.score([account])[0]
         assert alone["horizons"] == batched["horizons"], account["account_id"]
         assert alone["baseline"] == batched["baseline"], account["account_id"]
+        assert alone["reasons"] == batched["reasons"] or not batched["explained"], account["account_id"]
