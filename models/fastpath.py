@@ -179,7 +179,7 @@ class HistGBPlan:
 
     def inputs(self, matrix: np.ndarray) -> np.ndarray | None:
         """The rows as the booster reads them; None if one would overflow when scaled (a
-        number above 2^64 in a column split near 0), which the booster cannot read."""
+        number of 2^65, about 3.7e19, or more in a column split near 0)."""
         X = matrix[:, self.columns]
         for i, codes in self.recode:
             x = X[:, i]

@@ -240,6 +240,13 @@ def test_hist_gb_contributions_are_those_of_its_trees(table, fitted) -> None:
     assert (delta["leverage"].abs() > 0).any() and np.allclose(delta[BIAS], 0.0)
 
 
+def test_a_hist_gb_model_of_single_leaf_trees_predicts_its_baseline_and_leaves() -> None:
+    X = pd.DataFrame({"a": np.ones(500)})  # nothing to split on: every tree is one leaf
+    model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(X, np.arange(500) % 3 == 0)
+    assert all(len(p[0].nodes) == 1 for p in model._predictors)
+    np.testing.assert_array_equal(decision(model, Layout.of(X), lightgbm_matrix(X)), model.decision_function(X))
+
+
 def test_a_refitted_hist_gb_model_gets_new_constants(table) -> None:
     X = model_frame(table)
     y = table["negative_24h"].to_numpy(bool)
