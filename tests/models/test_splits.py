@@ -1,5 +1,7 @@
 """Walk-forward splits: no training label window reaches a later snapshot, for any data."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,7 +74,7 @@ def test_walk_forward_layout():
     tests = [s.test_period for s in splits]
     first_train = splits[0].train_period.end - splits[0].train_period.start
     assert pd.Timedelta("20D") <= first_train < pd.Timedelta("20D") + pd.Timedelta(4, "us")  # + rounding
-    assert all(a.end == b.start for a, b in zip(tests, tests[1:]))  # consecutive test windows
+    assert all(a.end == b.start for a, b in itertools.pairwise(tests))  # consecutive test windows
     assert tests[-1].end > as_of.max()  # the last snapshot is tested
     assert all(s.train_period.start == T0 for s in splits)  # expanding window
     assert [len(s.train) for s in splits] == sorted(len(s.train) for s in splits)
