@@ -156,7 +156,7 @@ def make_dataset() -> Callable[..., pd.DataFrame]:
     return synthetic_dataset
 
 
-def unexplained_model(table: pd.DataFrame, label: str):
+def unexplained_model(table: pd.DataFrame, label: str) -> Any:
     """A calibrated classifier that neither the fast path nor :func:`contributions` knows
     (trees behind an encoder pipeline), fitted on ``table``'s model frame."""
     from sklearn.compose import ColumnTransformer
