@@ -33,6 +33,7 @@ scikit-learn's output.
 import functools
 import itertools
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,13 +218,7 @@ def hist_gb_plan(model: HistGradientBoostingClassifier, layout: Layout) -> HistG
     layout (a refit is noticed by its new predictors); None if ``model`` is not binary, reads a
     column ``layout`` lacks, or preprocesses its input other than by scikit-learn 1.9's
     ordinal encoding of its category columns."""
-    plans = _HIST_GB_PLANS.get(model)
-    if plans is None:
-        plans = _HIST_GB_PLANS.setdefault(model, {})
-    plan = plans.get(layout, _UNKNOWN)
-    if plan is _UNKNOWN or (plan is not None and _refitted(plan, model)):
-        plan = plans[layout] = _hist_gb_plan(model, layout)
-    return plan
+    return _kept_plan(_HIST_GB_PLANS, model, layout, _hist_gb_plan, _refitted)
 
 
 def _refitted(plan: HistGBPlan, model: HistGradientBoostingClassifier) -> bool:
@@ -342,12 +337,26 @@ def logistic_plan(model: object, layout: Layout) -> LogisticPlan | None:
     and layout; None if ``model`` is not the pipeline of ``fit_logistic`` or cannot read it."""
     if not isinstance(model, Pipeline):
         return None
-    plans = _LOGISTIC_PLANS.get(model)
+    return _kept_plan(
+        _LOGISTIC_PLANS, model, layout, _logistic_plan, lambda plan, m: plan.coef is not m[-1].coef_
+    )
+
+
+def _kept_plan(
+    kept: "weakref.WeakKeyDictionary[Any, dict[Layout, Any]]",
+    model: Any,
+    layout: Layout,
+    build: Callable[[Any, Layout], Any],
+    refitted: Callable[[Any, Any], bool],
+) -> Any:
+    """``build(model, layout)``, kept beside ``model`` per layout (None too: a model the fast
+    path cannot read is not examined again) and built again once ``refitted(plan, model)``."""
+    plans = kept.get(model)
     if plans is None:
-        plans = _LOGISTIC_PLANS.setdefault(model, {})
+        plans = kept.setdefault(model, {})
     plan = plans.get(layout, _UNKNOWN)
-    if plan is _UNKNOWN or (plan is not None and plan.coef is not model[-1].coef_):
-        plan = plans[layout] = _logistic_plan(model, layout)
+    if plan is _UNKNOWN or (plan is not None and refitted(plan, model)):
+        plan = plans[layout] = build(model, layout)
     return plan
 
 

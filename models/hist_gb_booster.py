@@ -39,18 +39,14 @@ def scales(predictors: tuple, n_features: int) -> np.ndarray | None:
     """Per input column, what its values and thresholds are multiplied by: :data:`SCALE` where a
     numerical threshold lies within 1e-35 of 0, else 1; None if a scaled threshold would overflow."""
     out = np.ones(n_features)
-    for predictor in predictors:
-        nodes = predictor.nodes
-        split = (nodes["is_leaf"] == 0) & (nodes["is_categorical"] == 0)
-        near_zero = split & (np.abs(nodes["num_threshold"]) <= ZERO_THRESHOLD)
-        out[nodes["feature_idx"][near_zero]] = SCALE
-    for predictor in predictors:
-        nodes = predictor.nodes
-        split = (nodes["is_leaf"] == 0) & (nodes["is_categorical"] == 0)
-        scaled = nodes["num_threshold"][split] * out[nodes["feature_idx"][split]]
-        if not np.isfinite(scaled[np.isfinite(nodes["num_threshold"][split])]).all():
-            return None
-    return out
+    if not predictors:
+        return out
+    nodes = np.concatenate([predictor.nodes for predictor in predictors])
+    split = nodes[(nodes["is_leaf"] == 0) & (nodes["is_categorical"] == 0)]
+    feature, threshold = split["feature_idx"], split["num_threshold"]
+    out[feature[np.abs(threshold) <= ZERO_THRESHOLD]] = SCALE
+    scaled = threshold * out[feature]
+    return out if np.isfinite(scaled[np.isfinite(threshold)]).all() else None
 
 
 def booster_of(predictors: tuple, baseline: float, scale: np.ndarray) -> lgb.Booster:
