@@ -198,6 +198,7 @@ def test_a_hist_gb_model_splitting_numbers_near_zero_is_read_exactly(table) -> N
     huge = X.assign(fp_liq_1h=np.where(X.index % 11 == 0, 2.0**70, tiny))
     assert decision(model, layout, lightgbm_matrix(huge)) is None
     calibrated = calibrate(model, X.iloc[:2000], y[:2000])
+    assert calibrated_probability(calibrated, layout, lightgbm_matrix(huge)) is None  # scikit-learn's turn
     np.testing.assert_array_equal(
         calibrated_probability(calibrated, layout, matrix), calibrated.predict_proba(X)[:, 1]
     )
