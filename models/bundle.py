@@ -212,48 +212,70 @@ def contributions(
     with the intercept as :data:`BIAS`. Other models: None.
     """
     layout = Layout.of(X) if matrix is None else MODEL_LAYOUT
-    if isinstance(model, lgb.LGBMClassifier):
-        values = _tree_contributions(model, X, layout, matrix)
-    elif isinstance(model, HistGradientBoostingClassifier):
-        plan = hist_gb_plan(model, layout)
-        values = (
-            None
-            if plan is None
-            else plan.contributions(lightgbm_matrix(X) if matrix is None else matrix, len(layout.columns))
-        )
-        if values is None:
-            return None
-    elif isinstance(model, Pipeline) and isinstance(model[-1], LogisticRegression):
-        values = _logistic_contributions(model, X, layout, matrix)
-    else:
+    rows = functools.cache(lambda: lightgbm_matrix(X)) if matrix is None else (lambda: matrix)
+    values = _contribution_values(model, lambda: X, layout, rows)
+    if values is None:
         return None
     return pd.DataFrame(values, columns=column_index((*layout.columns, BIAS)), index=X.index)
 
 
+def matrix_contributions(model: object, matrix: np.ndarray) -> np.ndarray | None:
+    """:func:`contributions` of the rows of a model matrix (:func:`~liqrisk.models.train.model_matrix`)
+    as an array, rows x (:data:`~liqrisk.models.train.FEATURES`, :data:`BIAS`): what the service
+    explains a few accounts with, where building the frames cost more than the trees' work. The
+    model frame is built only for a model without a fast path."""
+    frame = functools.cache(lambda: frame_of_matrix(matrix, pd.RangeIndex(len(matrix))))
+    return _contribution_values(model, frame, MODEL_LAYOUT, lambda: matrix)
+
+
+def _contribution_values(
+    model: object,
+    X: Callable[[], pd.DataFrame],
+    layout: Layout,
+    matrix: Callable[[], np.ndarray],
+) -> np.ndarray | None:
+    """(rows, ``layout.columns`` + bias) for :func:`contributions`; ``X`` and ``matrix`` give
+    the rows as a frame and as the LightGBM matrix, each asked for only where it is read."""
+    if isinstance(model, lgb.LGBMClassifier):
+        return _tree_contributions(model, X, layout, matrix)
+    if isinstance(model, HistGradientBoostingClassifier):
+        plan = hist_gb_plan(model, layout)
+        return None if plan is None else plan.contributions(matrix(), len(layout.columns))
+    if isinstance(model, Pipeline) and isinstance(model[-1], LogisticRegression):
+        return _logistic_contributions(model, X, layout, matrix)
+    return None
+
+
 def _tree_contributions(
-    model: lgb.LGBMClassifier, X: pd.DataFrame, layout: Layout, matrix: np.ndarray | None
+    model: lgb.LGBMClassifier,
+    X: Callable[[], pd.DataFrame],
+    layout: Layout,
+    matrix: Callable[[], np.ndarray],
 ) -> np.ndarray:
     booster = fitted_booster(model, layout)  # the booster on the matrix the frame becomes: faster
     if booster is None:
-        return model.predict(X, pred_contrib=True)
-    matrix = lightgbm_matrix(X) if matrix is None else matrix
-    return booster_rows.predict(booster, matrix, "contrib", threads(model, len(matrix)))
+        return model.predict(X(), pred_contrib=True)
+    rows = matrix()
+    return booster_rows.predict(booster, rows, "contrib", threads(model, len(rows)))
 
 
 def _logistic_contributions(
-    model: Pipeline, X: pd.DataFrame, layout: Layout, matrix: np.ndarray | None
+    model: Pipeline,
+    X: Callable[[], pd.DataFrame],
+    layout: Layout,
+    matrix: Callable[[], np.ndarray],
 ) -> np.ndarray:
     """(rows, inputs + bias): ``coef × design`` summed onto each design column's input."""
     plan = logistic_plan(model, layout)
     if plan is None:
         prep = model[:-1]
-        design = np.asarray(prep.transform(X), dtype=float)
+        design = np.asarray(prep.transform(X()), dtype=float)
         owners = design_owners(tuple(prep.get_feature_names_out()), layout.columns)
     else:
-        design = plan.design(lightgbm_matrix(X) if matrix is None else matrix)
+        design = plan.design(matrix())
         owners = plan.owners
     logit = model[-1]
-    pushes = np.zeros((len(layout.columns) + 1, len(X)))
+    pushes = np.zeros((len(layout.columns) + 1, len(design)))
     np.add.at(pushes, owners, (design * logit.coef_[0]).T)
     pushes[-1] = float(logit.intercept_[0])
     return pushes.T

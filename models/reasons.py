@@ -6,6 +6,7 @@ event (riskier), negative away from it. The contributions of a row and the ``bia
 raw log-odds, so the reasons are an exact decomposition, not a post-hoc guess.
 """
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,23 +95,36 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, *, k: int) ->
     ``values`` is the model's input frame (``model_frame``) on the same rows.
     """
     names = contributions.columns.tolist()
+    where = _positions(values, [c for c in names if c != BIAS])
+    return ranked_reasons(
+        contributions.to_numpy(dtype=float),
+        names,
+        lambda i, feature: values.iat[i, where[feature]],
+        k=k,
+    )
+
+
+def ranked_reasons(
+    pushes: np.ndarray, names: Sequence[str], value: Callable[[int, str], Any], *, k: int
+) -> list[list[dict[str, Any]]]:
+    """:func:`top_reasons` from arrays: ``pushes`` (rows x ``names``, :data:`BIAS` among them),
+    and ``value(row, feature)``, the model's input of a row (read for the reasons given only)."""
     kept = [i for i, c in enumerate(names) if c != BIAS]
     features = [names[i] for i in kept]
-    push = contributions.to_numpy(dtype=float)[:, kept]
+    push = np.asarray(pushes, dtype=float)[:, kept]
     k = min(k, len(features))
     if k <= 0 or len(push) == 0:
         return [[] for _ in range(len(push))]
     order = np.argsort(-np.abs(push), axis=1, kind="stable")[:, :k]
-    where = _positions(values, features)
     out = []
-    for i, picks in enumerate(order):
+    for i, picks in enumerate(order.tolist()):
         out.append(
             [
                 {
                     "feature": features[j],
                     "description": REASON_WORDS.get(features[j], features[j]),
                     "contribution": float(push[i, j]),
-                    "value": _plain(values.iat[i, where[j]]),
+                    "value": _plain(value(i, features[j])),
                 }
                 for j in picks
             ]
@@ -118,13 +132,13 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, *, k: int) ->
     return out
 
 
-def _positions(values: pd.DataFrame, features: list[str]) -> list[int]:
+def _positions(values: pd.DataFrame, features: list[str]) -> dict[str, int]:
     """Column position of each feature in ``values``; ``KeyError`` naming any it lacks."""
     position = {c: i for i, c in enumerate(values.columns.tolist())}
     missing = [c for c in features if c not in position]
     if missing:
         raise KeyError(f"top_reasons: values lack column(s) {missing}")
-    return [position[c] for c in features]
+    return {c: position[c] for c in features}
 
 
 def _plain(value: Any) -> float | str | None:

@@ -62,6 +62,7 @@ FEATURES: tuple[str, ...] = (*NUMERIC, *DERIVED, CATEGORICAL)  # the model's col
 ASSET_CLASS_DTYPE = pd.CategoricalDtype(list(ASSET_CLASSES), ordered=False)
 _ASSET_CLASS_CODES = {name: code for code, name in enumerate(ASSET_CLASSES)}
 _FEATURE_COLUMNS = Columns.of(FEATURES)
+_FEATURE_POSITION = {c: j for j, c in enumerate(FEATURES)}
 # what ``Layout.of`` finds in every :func:`model_frame` (the key of the fitted models' constants)
 MODEL_LAYOUT = Layout(
     columns=FEATURES,
@@ -140,6 +141,15 @@ def frame_of_matrix(matrix: np.ndarray, index: pd.Index) -> pd.DataFrame:
     asset_class = pd.Categorical.from_codes(codes, dtype=ASSET_CLASS_DTYPE)
     columns = dict(zip(FEATURES, [*matrix[:, :-1].T, asset_class], strict=True))
     return frame_from_arrays(columns, index=index, names=_FEATURE_COLUMNS)
+
+
+def matrix_value(matrix: np.ndarray, row: int, feature: str) -> float | str | None:
+    """One model input of a model matrix's row, as :func:`frame_of_matrix` would hold it: a
+    float, or ``asset_class`` as its text (None where unknown)."""
+    value = matrix[row, _FEATURE_POSITION[feature]]
+    if feature != CATEGORICAL:
+        return float(value)
+    return None if np.isnan(value) else ASSET_CLASSES[int(value)]
 
 
 def _check_inputs(columns: Mapping[str, object]) -> None:

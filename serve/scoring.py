@@ -63,15 +63,16 @@ from liqrisk.features.position import group_starts, is_isolated
 from liqrisk.features.replay import EngineState, PositionArrays, state_at_as_of
 from liqrisk.features.snapshot import snapshot_columns
 from liqrisk.models.baselines import leverage_score, margin_ratio_warning
-from liqrisk.models.bundle import RiskModel, contributions
-from liqrisk.models.reasons import top_reasons
+from liqrisk.models.bundle import BIAS, RiskModel, matrix_contributions
+from liqrisk.models.reasons import ranked_reasons
 from liqrisk.models.shortfall import exposure
-from liqrisk.models.train import frame_of_matrix, model_matrix, uncalibrated
+from liqrisk.models.train import FEATURES, matrix_value, model_matrix, uncalibrated
 from liqrisk.serve.market import MarketState, MarketView
 
 DEFAULT_REASON_LABEL = "negative_24h"
 DEFAULT_MAX_EXPLAINED = 10  # TreeSHAP costs ~50 predictions: 2-3 ms a row for 500 trees
 _POSITION_FIELD = re.compile(r"^positions\[(\d+)\]")
+_EXPLAINED_COLUMNS = (*FEATURES, BIAS)  # the columns of matrix_contributions
 _OUTPUTS = ("p_liquidated", "p_negative", "expected_shortfall")  # per horizon, in this order (_horizons)
 
 
@@ -246,15 +247,14 @@ class Scorer:
         if chosen.size == 0:
             return {}
         chosen = np.sort(chosen)
-        rows = frame_of_matrix(matrix[chosen], pd.Index(codes[chosen]))
-        pushes = contributions(
-            uncalibrated(self.model.classifiers[self.reason_label]), rows, matrix[chosen]
-        )
+        rows = matrix[chosen]
+        pushes = matrix_contributions(uncalibrated(self.model.classifiers[self.reason_label]), rows)
         if pushes is None:
             return {}
-        return dict(
-            zip(codes[chosen].tolist(), top_reasons(pushes, rows, k=self.reasons), strict=True)
+        reasons = ranked_reasons(
+            pushes, _EXPLAINED_COLUMNS, lambda i, feature: matrix_value(rows, i, feature), k=self.reasons
         )
+        return dict(zip(codes[chosen].tolist(), reasons, strict=True))
 
     # --- one account ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from liqrisk.models.bundle import (
     RiskModelPyfunc,
     contributions,
     input_example,
+    matrix_contributions,
     requirements,
 )
 from liqrisk.models.fastpath import (
@@ -105,6 +106,20 @@ def test_contributions_sum_to_the_raw_log_odds(table, fitted, kind) -> None:
     assert list(parts.columns) == [*FEATURES, BIAS]
     p = raw.predict_proba(X)[:, 1]
     np.testing.assert_allclose(parts.sum(axis=1), np.log(p / (1 - p)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "logistic", "hist_gb", "other"])
+def test_contributions_of_a_matrix_are_those_of_its_frame(table, fitted, kind, make_unexplained_model) -> None:
+    # the service explains a matrix without building its frame; a model without exact
+    # contributions (other) gives None either way
+    model = make_unexplained_model(table, "negative_24h") if kind == "other" else fitted["negative_24h"][kind]
+    raw = uncalibrated(model)
+    X, matrix = model_inputs(table.iloc[:40])
+    if kind == "other":
+        assert contributions(raw, X) is None
+        assert matrix_contributions(raw, matrix) is None
+    else:
+        np.testing.assert_array_equal(matrix_contributions(raw, matrix), contributions(raw, X).to_numpy())
 
 
 def test_contributions_of_the_logistic_model_move_with_their_feature(table, fitted) -> None:
