@@ -38,17 +38,44 @@ class ImpactInputs:
 def impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:
     """σ_d, V_d (from volume; the caller falls back to ``depth_notional``) and the last close index.
 
-    Computed once per distinct (symbol, as_of): snapshots on a time grid share them.
+    Computed once per distinct (symbol, as_of): snapshots on a time grid share them. A call of
+    at most :data:`REMEMBERED_CALL` pairs (a service scoring a few accounts) reads and keeps
+    each pair's inputs in the market (``Market.derived``; a market's bars never change): the
+    same symbols are scored at the same latest bar request after request.
     """
     if len(sym) <= 1:  # nothing to share (and a sort costs more than one position's inputs)
-        return _impact_inputs(market, sym, as_of_us)
+        return _remembered(market, sym, as_of_us) if len(sym) else _impact_inputs(market, sym, as_of_us)
     order = np.lexsort((as_of_us, sym))
     s, t = sym[order], as_of_us[order]
     first_of_pair = np.r_[True, (s[1:] != s[:-1]) | (t[1:] != t[:-1])]
     inverse = np.empty(len(sym), dtype=np.int64)
     inverse[order] = np.cumsum(first_of_pair) - 1
-    distinct = _impact_inputs(market, s[first_of_pair], t[first_of_pair])
-    return ImpactInputs(**{name: getattr(distinct, name)[inverse] for name in ImpactInputs.__dataclass_fields__})
+    s, t = s[first_of_pair], t[first_of_pair]
+    distinct = _remembered(market, s, t) if len(s) <= REMEMBERED_CALL else _impact_inputs(market, s, t)
+    return ImpactInputs(**{name: getattr(distinct, name)[inverse] for name in _FIELDS})
+
+
+REMEMBERED_CALL = 16  # pairs: a larger call (a dataset build) computes them all at once
+REMEMBERED_PAIRS = 4096  # pairs kept per market, at most (then forgotten all at once)
+_FIELDS = tuple(ImpactInputs.__dataclass_fields__)
+
+
+def _remembered(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:
+    """:func:`_impact_inputs` of distinct pairs, each computed once per market and kept as its
+    one-row arrays (so the rows put together have the computed dtypes and bits)."""
+    kept: dict[tuple[int, int], tuple[np.ndarray, ...]] = market.derived.setdefault("impact_inputs", {})
+    keys = list(zip(sym.tolist(), as_of_us.tolist(), strict=True))
+    missing = [i for i, key in enumerate(keys) if key not in kept]
+    if missing:
+        fresh = _impact_inputs(market, sym[missing], as_of_us[missing])
+        if len(kept) + len(missing) > REMEMBERED_PAIRS:
+            kept.clear()
+        for j, i in enumerate(missing):
+            kept[keys[i]] = tuple(getattr(fresh, name)[j : j + 1] for name in _FIELDS)
+    rows = [kept[key] for key in keys]
+    if len(rows) == 1:  # copies: the kept arrays must not change with what a caller does
+        return ImpactInputs(*(part.copy() for part in rows[0]))
+    return ImpactInputs(*(np.concatenate(parts) for parts in zip(*rows, strict=True)))
 
 
 def _impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:

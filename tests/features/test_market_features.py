@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 
-from liqrisk.features.liquidity import impact_inputs
-from liqrisk.features.market import market_from_bars, to_us
+from liqrisk.features.liquidity import ImpactInputs, impact_inputs
+from liqrisk.features.market import US_PER_DAY, market_from_bars, to_us
 from liqrisk.features.market_features import (
     BAR_FEATURES,
     MARKET_FEATURES,
@@ -208,3 +208,42 @@ def test_sigma_d_of_a_key_is_the_same_to_the_last_bit_alone_and_in_any_batch():
     alone = np.array([impact_inputs(market, code[i : i + 1], as_of[i : i + 1]).sigma_d[0] for i in range(len(keys))])
     assert np.isfinite(together).mean() > 0.8
     np.testing.assert_array_equal(alone, together)
+
+
+def test_impact_inputs_kept_for_a_few_pairs_are_those_computed():
+    # a call of a few pairs keeps each pair's inputs in its market; a later call reads them back:
+    # the same bits and dtypes as computing them, whatever the caller does with what it got
+    market = market_from_bars(BARS, LENGTHS)
+    rng = np.random.default_rng(5)
+    as_of = to_us(pd.Series(BARS["ts"].sample(40, random_state=1).to_numpy())) + US_PER_DAY
+    code = rng.integers(0, len(market.symbols), 40)
+    fields = list(ImpactInputs.__dataclass_fields__)
+
+    def computed(at: slice) -> ImpactInputs:  # the same pairs in a market that keeps nothing
+        return impact_inputs(market_from_bars(BARS, LENGTHS), code[at], as_of[at])
+
+    for at in (slice(0, 1), slice(0, 3), slice(2, 40), slice(0, 5)):  # 38 pairs: computed, not kept
+        first = impact_inputs(market, code[at], as_of[at])
+        for name in fields:  # the caller's arrays are its own
+            got = getattr(first, name)
+            got[...] = "changed" if got.dtype == object else got.dtype.type(7)
+        again, fresh = impact_inputs(market, code[at], as_of[at]), computed(at)
+        for name in fields:
+            np.testing.assert_array_equal(getattr(again, name), getattr(fresh, name))
+            assert getattr(again, name).dtype == getattr(fresh, name).dtype
+    assert 5 <= len(market.derived["impact_inputs"]) < 38
+
+
+def test_impact_inputs_kept_by_one_market_are_not_another_markets():
+    # a market with a later bar changed is a new market: the first's kept inputs are not read
+    market = market_from_bars(BARS, LENGTHS)
+    code = np.array([market.code["FX"]])
+    as_of = to_us(pd.Series([pd.Timestamp("2023-06-01T10:00Z")]))
+    before = impact_inputs(market, code, as_of).sigma_d
+    shocked = BARS.copy()
+    recent = ((shocked["symbol"] == "FX") & (shocked["ts"] >= pd.Timestamp("2023-05-25T00:00Z"))
+              & (shocked["ts"] < pd.Timestamp("2023-06-01T04:00Z"))).to_numpy()
+    shocked.loc[recent, ["open", "high", "low", "close"]] *= 1.2
+    shocked.loc[recent & (shocked["ts"].dt.day % 2 == 0).to_numpy(), ["open", "high", "low", "close"]] /= 1.5
+    assert impact_inputs(market_from_bars(shocked, LENGTHS), code, as_of).sigma_d[0] != before[0]
+    np.testing.assert_array_equal(impact_inputs(market, code, as_of).sigma_d, before)
