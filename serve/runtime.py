@@ -10,10 +10,10 @@ Choices, stated once:
   that fails (no champion yet, a bad data folder) is reported by ``/readyz`` and retried on
   every poll, so a service started before the first ``liqrisk train`` becomes ready after it.
 - **One swap, never half a model.** A new version is loaded fully (MLflow artifact, unwrapped
-  :class:`RiskModel`, its :class:`Scorer`, checks) on the poller's thread while the old one
-  keeps serving; then one attribute assignment, :attr:`Runtime.served`, switches. A request
-  reads that reference once and uses the same :class:`Served` to the end, so each response
-  is entirely one version's.
+  :class:`RiskModel`, its :class:`Scorer` with its fast paths built, checks) on the poller's
+  thread while the old one keeps serving; then one attribute assignment,
+  :attr:`Runtime.served`, switches. A request reads that reference once and uses the same
+  :class:`Served` to the end, so each response is entirely one version's.
 - **Versions, not aliases, are loaded.** The alias is resolved to a version first and that
   version is loaded (``models:/name/7``), so the alias moving during a load cannot mix two
   versions; the next check picks the newer one up. Checks run one at a time (a lock), so an

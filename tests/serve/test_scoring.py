@@ -2,6 +2,7 @@
 result per account whatever the others do, what-ifs and reasons."""
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from api_support import small_risk_model, write_market
 
 from liqrisk.features.market import market_from_bars
+from liqrisk.models import booster_rows, fastpath
 from liqrisk.models.bundle import BIAS, RiskModel
 from liqrisk.models.reasons import REASON_WORDS
 from liqrisk.models.splits import walk_forward_splits
@@ -337,3 +339,34 @@ def test_an_account_scores_the_same_to_the_last_bit_alone_and_in_any_batch(
         assert alone["horizons"] == batched["horizons"], account["account_id"]
         assert alone["baseline"] == batched["baseline"], account["account_id"]
         assert alone["reasons"] == batched["reasons"] or not batched["explained"], account["account_id"]
+
+
+def test_a_new_scorer_has_built_its_fast_paths_before_the_first_request(
+    model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+):
+    # HistGB's trees written as a booster, the logistic constants and LightGBM's single-row
+    # set-ups are built when the scorer is (a model swap happens after that), not by the first
+    # request after a load: once built, building again fails here and the request still scores
+    table = make_dataset(4000, seed=1)
+    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
+    kinds = dict(zip(model.classifiers, itertools.cycle(["hist_gb", "logistic", "lightgbm"]), strict=False))
+    kinds["negative_24h"] = "hist_gb"  # the label reasons explain
+    classifiers = {
+        label: train_split(table, split, label=label, seed=0, n_estimators=20, models=(kind,))[kind]
+        for label, kind in kinds.items()
+    }
+    market = MarketState.load(small_market)
+    scorer = Scorer(
+        dataclasses.replace(model, classifiers=classifiers, kinds=kinds),
+        name="liqrisk", version="1", market=market, instruments=market.instruments,
+    )
+
+    def built_again(*args, **kwargs):
+        raise AssertionError("built on a request")
+
+    monkeypatch.setattr(fastpath, "_hist_gb_plan", built_again)
+    monkeypatch.setattr(fastpath, "_logistic_plan", built_again)
+    monkeypatch.setattr(booster_rows, "_FastRows", built_again)
+    price = last_close(scorer, "BTCUSDT")
+    result = scorer.score([cross("a", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
+    assert result["status"] == "ok" and result["explained"] and result["model"]["reasons_for"] == "negative_24h"
