@@ -22,7 +22,7 @@ from liqrisk.features.instruments import Instrument
 from liqrisk.features.liquidity import impact_inputs
 from liqrisk.features.margin import replay_units
 from liqrisk.features.market import Market, search_blocks, symbol_codes, to_us
-from liqrisk.features.position import is_isolated
+from liqrisk.features.position import group_starts, is_isolated
 
 OUTCOME_COLUMNS = (
     "status",
@@ -343,7 +343,7 @@ def _book(
     sym = symbol_codes(market, symbol)
     known = sym >= 0
     known[known] = table.known[sym[known]]  # in the market and with an instrument
-    first_row = np.flatnonzero(np.r_[True, account[1:] != account[:-1]]) if n else np.zeros(0, np.int64)
+    first_row = group_starts(account)
     index_in_account = np.arange(n) - np.repeat(first_row, np.diff(np.r_[first_row, n]))
     error = np.full(n, "", dtype=object)
     if not known.all():

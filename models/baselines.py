@@ -39,7 +39,9 @@ weakest position while ``net_exposure`` is the account's. The volatility is that
 of the row's anchor ``symbol``.
 """
 
+import functools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -336,10 +338,16 @@ def structural_probabilities_by_horizon(
 
     out = []
     for horizon in horizons:
-        days = pd.Timedelta(horizon) / pd.Timedelta(days=1)
+        days = _days(horizon)
         p_liq, p_bankrupt = (probability(b, days) for b in barriers)
         out.append((p_liq, p_bankrupt))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _days(horizon: Any) -> float:
+    """A horizon in days (remembered: two Timedelta calls cost more than one account's probabilities)."""
+    return pd.Timedelta(horizon) / pd.Timedelta(days=1)
 
 
 def _clean(

@@ -429,7 +429,9 @@ def _baselines(
     """The rule view of each of ``accounts`` (codes; ``table``: their snapshot columns, row by
     row) from its positions at the last close, read from the engine's state of those positions
     (its arrays, no frame)."""
-    keep = np.isin(state.arrays["account"], accounts)
+    every = state.arrays["account"]
+    # every account of the state is described, the common case, unless some are in error
+    keep = np.ones(len(every), dtype=bool) if len(group_starts(every)) == len(accounts) else np.isin(every, accounts)
     held = _rows(state.arrays, keep, _BASELINE_INPUTS)
     account, isolated = held["account"], is_isolated(held["margin_mode"])
     symbol = state.columns.symbol_text(keep)
