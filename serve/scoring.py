@@ -333,11 +333,12 @@ def _what_if(raw: Mapping[str, Any] | None) -> dict[str, float] | None:
 
 
 def with_default_as_of(raw: Any, default: Any) -> Any:
-    """The account object with ``as_of`` set to ``default`` where it has none (a copy; other
-    values are returned as they are, to become error rows)."""
+    """The account object with ``as_of`` set to ``default`` where it has none (a new dict; one
+    with its own is returned as it is, since nothing here changes an account, and a mapping
+    that is not a dict as a dict; other values as they are, to become error rows)."""
     if isinstance(raw, Mapping) and raw.get("as_of") is None and default is not None:
         return {**raw, "as_of": default}
-    return dict(raw) if isinstance(raw, Mapping) else raw
+    return dict(raw) if isinstance(raw, Mapping) and type(raw) is not dict else raw
 
 
 def _errors(parsed: SnapshotsBuilder, raws: Sequence[Any], view: MarketView) -> list[str]:

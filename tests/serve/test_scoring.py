@@ -1,6 +1,7 @@
 """The scorer: the offline pipeline's scores for the same snapshot and bars, point in time, one
 result per account whatever the others do, what-ifs and reasons."""
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -370,3 +371,17 @@ def test_a_new_scorer_has_built_its_fast_paths_before_the_first_request(
     price = last_close(scorer, "BTCUSDT")
     result = scorer.score([cross("a", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]
     assert result["status"] == "ok" and result["explained"] and result["model"]["reasons_for"] == "negative_24h"
+
+
+def test_scoring_leaves_the_callers_accounts_as_they_were(scorer: Scorer):
+    # accounts with their own as_of are read in place, not copied: nothing may change them
+    price = last_close(scorer, "BTCUSDT")
+    accounts = [
+        cross("own", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price, as_of=scorer.market.latest.isoformat()),
+        cross("default", "BTCUSDT", collateral=900.0, side=-1, qty=0.2, entry=price),
+        {"account_id": "bad", "margin_mode": "cross", "positions": []},
+    ]
+    sent = copy.deepcopy(accounts)
+    results = scorer.score(accounts, what_if={"add_collateral": 10.0, "cut": 0.5})
+    assert [r["status"] for r in results] == ["ok", "ok", "error"]
+    assert accounts == sent
