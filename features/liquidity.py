@@ -65,14 +65,14 @@ def _remembered(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> Impact
     one-row arrays (so the rows put together have the computed dtypes and bits)."""
     kept: dict[tuple[int, int], tuple[np.ndarray, ...]] = market.derived.setdefault("impact_inputs", {})
     keys = list(zip(sym.tolist(), as_of_us.tolist(), strict=True))
-    missing = [i for i, key in enumerate(keys) if key not in kept]
+    rows = [kept.get(key) for key in keys]  # read once: another thread may forget them meanwhile
+    missing = [i for i, row in enumerate(rows) if row is None]
     if missing:
         fresh = _impact_inputs(market, sym[missing], as_of_us[missing])
         if len(kept) + len(missing) > REMEMBERED_PAIRS:
             kept.clear()
         for j, i in enumerate(missing):
-            kept[keys[i]] = tuple(getattr(fresh, name)[j : j + 1] for name in _FIELDS)
-    rows = [kept[key] for key in keys]
+            rows[i] = kept[keys[i]] = tuple(getattr(fresh, name)[j : j + 1] for name in _FIELDS)
     if len(rows) == 1:  # copies: the kept arrays must not change with what a caller does
         return ImpactInputs(*(part.copy() for part in rows[0]))
     return ImpactInputs(*(np.concatenate(parts) for parts in zip(*rows, strict=True)))

@@ -141,9 +141,9 @@ class Scorer:
     def _warm(self) -> None:
         """Build what the model's fast paths keep per model (LightGBM boosters, HistGB's trees as
         a booster, logistic constants, LightGBM's single-row set-ups) on one row of missing
-        numbers, so that the first request scored does not pay for them (~25 ms for the
-        2026-12-04 champion, against ~6 ms a call after). Best effort: a model that cannot
-        take the row builds them on its first request instead."""
+        numbers, so that the first request scored does not pay for them (the 2026-12-04
+        champion's first call took 27-35 ms, the later ones 4-6 ms). Best effort: a model that
+        cannot take the row builds them on its first request instead."""
         row = np.full((1, len(FEATURES)), np.nan)
         row[0, -1] = 0.0  # an asset class the model knows
         try:

@@ -385,3 +385,22 @@ def test_scoring_leaves_the_callers_accounts_as_they_were(scorer: Scorer):
     results = scorer.score(accounts, what_if={"add_collateral": 10.0, "cut": 0.5})
     assert [r["status"] for r in results] == ["ok", "ok", "error"]
     assert accounts == sent
+
+
+def test_a_model_that_cannot_be_warmed_still_serves(
+    model: RiskModel, small_market: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    market = MarketState.load(small_market)
+    real = RiskModel.predict_values
+
+    def fails_on_the_warming_row(self, matrix, notional, **kwargs):
+        if np.isnan(matrix[:, :-1]).all():
+            raise ValueError("cannot read a row of missing numbers")
+        return real(self, matrix, notional, **kwargs)
+
+    monkeypatch.setattr(RiskModel, "predict_values", fails_on_the_warming_row)
+    with caplog.at_level("WARNING", logger="liqrisk.serve.scoring"):
+        scorer = Scorer(model, name="liqrisk", version="3", market=market, instruments=market.instruments)
+    assert "warming the model's fast paths failed" in caplog.text
+    price = last_close(scorer, "BTCUSDT")
+    assert scorer.score([cross("a", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]["status"] == "ok"
