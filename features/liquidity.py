@@ -44,20 +44,26 @@ def impact_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> Impa
     same symbols are scored at the same latest bar request after request.
     """
     if len(sym) <= 1:  # nothing to share (and a sort costs more than one position's inputs)
-        return _remembered(market, sym, as_of_us) if len(sym) else _impact_inputs(market, sym, as_of_us)
+        return _distinct_inputs(market, sym, as_of_us)
     order = np.lexsort((as_of_us, sym))
     s, t = sym[order], as_of_us[order]
     first_of_pair = np.r_[True, (s[1:] != s[:-1]) | (t[1:] != t[:-1])]
     inverse = np.empty(len(sym), dtype=np.int64)
     inverse[order] = np.cumsum(first_of_pair) - 1
-    s, t = s[first_of_pair], t[first_of_pair]
-    distinct = _remembered(market, s, t) if len(s) <= REMEMBERED_CALL else _impact_inputs(market, s, t)
+    distinct = _distinct_inputs(market, s[first_of_pair], t[first_of_pair])
     return ImpactInputs(**{name: getattr(distinct, name)[inverse] for name in _FIELDS})
 
 
 REMEMBERED_CALL = 16  # pairs: a larger call (a dataset build) computes them all at once
 REMEMBERED_PAIRS = 4096  # pairs kept per market, at most (then forgotten all at once)
 _FIELDS = tuple(ImpactInputs.__dataclass_fields__)
+
+
+def _distinct_inputs(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:
+    """The inputs of distinct pairs: read back and kept for a few, computed for many."""
+    if 0 < len(sym) <= REMEMBERED_CALL:
+        return _remembered(market, sym, as_of_us)
+    return _impact_inputs(market, sym, as_of_us)
 
 
 def _remembered(market: Market, sym: np.ndarray, as_of_us: np.ndarray) -> ImpactInputs:

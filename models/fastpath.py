@@ -198,7 +198,7 @@ class HistGBPlan:
     def decision(self, matrix: np.ndarray) -> np.ndarray | None:
         """The log-odds, as the model's ``decision_function`` computes them (the same sums)."""
         X = self.inputs(matrix)
-        return None if X is None else booster_rows.predict(self.booster, X, "raw", _threads(len(X)))
+        return None if X is None else booster_rows.predict(self.booster, X, "raw", _threads(1, len(X)))
 
     def contributions(self, matrix: np.ndarray, width: int) -> np.ndarray | None:
         """TreeSHAP contributions (rows, ``width`` layout columns + bias): zero for a column
@@ -206,7 +206,7 @@ class HistGBPlan:
         X = self.inputs(matrix)
         if X is None:
             return None
-        parts = booster_rows.predict(self.booster, X, "contrib", _threads(len(X)))
+        parts = booster_rows.predict(self.booster, X, "contrib", _threads(1, len(X)))
         out = np.zeros((len(X), width + 1))
         out[:, self.columns] = parts[:, :-1]
         out[:, -1] = parts[:, -1]
@@ -468,17 +468,15 @@ def fitted_booster(model: lgb.LGBMModel, layout: Layout) -> lgb.Booster | None:
 PARALLEL_ROWS = 256  # from this many rows a prediction uses every core, whatever n_jobs says
 
 
-def _threads(rows: int) -> int:
-    """``num_threads`` for a model without ``n_jobs`` (HistGB's booster): one below
-    :data:`PARALLEL_ROWS` rows (OpenMP's start-up costs more than a few rows), else every core."""
-    return 1 if rows < PARALLEL_ROWS else 0
-
-
 def threads(model: lgb.LGBMModel, rows: int) -> int:
     """The booster's ``num_threads`` for predicting ``rows`` rows: the model's ``n_jobs`` (0,
     OpenMP's default of every core, where it is not a positive number), or every core from
     :data:`PARALLEL_ROWS` rows. A service sets ``n_jobs=1`` because OpenMP's start-up costs
     milliseconds a call, more than a few rows' work; for a large batch it is a small part,
     and two threads predicted 925 rows of the champion in 17 ms against 28 ms for one."""
-    n = model.n_jobs
-    return n if isinstance(n, int) and n > 0 and rows < PARALLEL_ROWS else 0
+    return _threads(model.n_jobs, rows)
+
+
+def _threads(n_jobs: object, rows: int) -> int:
+    """:func:`threads` for ``n_jobs`` (HistGB's booster, which has none, predicts as ``n_jobs=1``)."""
+    return n_jobs if isinstance(n_jobs, int) and n_jobs > 0 and rows < PARALLEL_ROWS else 0
