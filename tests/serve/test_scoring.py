@@ -58,6 +58,20 @@ def last_close(scorer: Scorer, symbol: str) -> float:
     return float(scorer.market.view().bars_of(symbol)["close"].iloc[-1])
 
 
+def with_kinds(
+    model: RiskModel, make_dataset: Callable[..., pd.DataFrame], kinds: dict[str, str], *, n_estimators: int
+) -> RiskModel:
+    """``model`` with the classifier of each label in ``kinds`` fitted again as that kind (on the
+    module's dataset, one walk-forward split)."""
+    table = make_dataset(4000, seed=1)
+    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
+    fitted = {
+        label: train_split(table, split, label=label, seed=0, n_estimators=n_estimators, models=(kind,))[kind]
+        for label, kind in kinds.items()
+    }
+    return dataclasses.replace(model, classifiers={**model.classifiers, **fitted}, kinds={**model.kinds, **kinds})
+
+
 def test_scores_equal_the_offline_pipelines_for_the_same_snapshots_and_bars(model: RiskModel, tmp_path: Path):
     catalog = read_instruments(DATA / "instruments.json")
     bars = read_bars(DATA / FILE).bars
@@ -251,14 +265,7 @@ def test_only_the_riskiest_rows_are_explained_when_asked_to_cap(model: RiskModel
 def test_a_hist_gb_label_is_explained_by_its_own_trees(
     model: RiskModel, small_market: Path, make_dataset: Callable[..., pd.DataFrame]
 ):
-    table = make_dataset(4000, seed=1)
-    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
-    hist_gb = train_split(table, split, label="negative_24h", seed=0, n_estimators=20, models=("hist_gb",))["hist_gb"]
-    mixed = dataclasses.replace(
-        model,
-        classifiers={**model.classifiers, "negative_24h": hist_gb},
-        kinds={**model.kinds, "negative_24h": "hist_gb"},
-    )
+    mixed = with_kinds(model, make_dataset, {"negative_24h": "hist_gb"}, n_estimators=20)
     assert mixed.explained_label("negative_24h") == "negative_24h"
     market = MarketState.load(small_market)
     scorer = Scorer(mixed, name="m", version="2", market=market, instruments=market.instruments)
@@ -310,15 +317,9 @@ def test_an_account_scores_the_same_to_the_last_bit_alone_and_in_any_batch(
     # width of daily closes would sum each σ_d differently): bit-equal, or the store would
     # record a change on every re-score and the same account would get different scores by
     # its neighbours.
-    table = make_dataset(4000, seed=1)
-    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
-    classifiers = {
-        label: train_split(table, split, label=label, seed=0, n_estimators=30, models=(kind,))[kind]
-        for label in model.classifiers
-    }
     market = MarketState.load(small_market)
     scorer = Scorer(
-        dataclasses.replace(model, classifiers=classifiers, kinds=dict.fromkeys(classifiers, kind)),
+        with_kinds(model, make_dataset, dict.fromkeys(model.classifiers, kind), n_estimators=30),
         name="liqrisk", version="1", market=market, instruments=market.instruments,
     )
     rng = np.random.default_rng(7)
@@ -348,17 +349,11 @@ def test_a_new_scorer_has_built_its_fast_paths_before_the_first_request(
     # HistGB's trees written as a booster, the logistic constants and LightGBM's single-row
     # set-ups are built when the scorer is (a model swap happens after that), not by the first
     # request after a load: once built, building again fails here and the request still scores
-    table = make_dataset(4000, seed=1)
-    split = walk_forward_splits(table["as_of"], n_folds=1, horizon=pd.Timedelta(days=7))[0]
     kinds = dict(zip(model.classifiers, itertools.cycle(["hist_gb", "logistic", "lightgbm"]), strict=False))
     kinds["negative_24h"] = "hist_gb"  # the label reasons explain
-    classifiers = {
-        label: train_split(table, split, label=label, seed=0, n_estimators=20, models=(kind,))[kind]
-        for label, kind in kinds.items()
-    }
     market = MarketState.load(small_market)
     scorer = Scorer(
-        dataclasses.replace(model, classifiers=classifiers, kinds=kinds),
+        with_kinds(model, make_dataset, kinds, n_estimators=20),
         name="liqrisk", version="1", market=market, instruments=market.instruments,
     )
 
