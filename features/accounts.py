@@ -104,21 +104,16 @@ class SnapshotsBuilder:
 
     def add(self, raw: Any, *, line: int | None = None) -> None:
         """One account object; a bad one is an error row (prefixed ``line N: `` when ``line``)."""
-        code = len(self._errors)
         account_id = id_text(raw.get("account_id")) if isinstance(raw, dict) else ""
         try:
-            account = account_fields(raw)
+            as_of, _, rows = _account_rows(raw, JSON, len(self._errors))
         except InputError as exc:
             as_of = _as_of_or_nat(raw.get("as_of")) if isinstance(raw, dict) else pd.NaT
             where = "" if line is None else f"line {line}: "
             self._append(line, account_id, as_of, f"{where}{exc}")
             return
-        as_of, mode = account["as_of"], account["margin_mode"]
         self._append(line, account_id, as_of, "")
-        self._rows.extend(
-            (code, as_of, mode, pos["collateral"], pos["symbol"], pos["side"], pos["qty"], pos["entry_price"])
-            for pos in account["positions"]
-        )
+        self._rows.extend(rows)
 
     def add_error(self, message: str, *, line: int | None = None) -> None:
         """An account that could not even be read as an object (e.g. a line that is not JSON)."""
@@ -253,70 +248,144 @@ def account_fields(raw: Any, dialect: Dialect = JSON) -> dict[str, Any]:
 
     Raises ``InputError`` naming the first bad field (``positions[1].qty must be > 0, got -1``).
     """
-    if not isinstance(raw, dict):
-        raise InputError(f"expected a JSON object, got {type(raw).__name__}")
-    _require(raw, "account_id", "")
-    if not isinstance(raw["account_id"], str | int) or isinstance(raw["account_id"], bool):
-        raise InputError(f"account_id must be a string or an integer, got {raw['account_id']!r}")
-    _require(raw, "as_of", "")
-    as_of = _as_of(raw["as_of"])
-    _require(raw, "margin_mode", "")
-    mode = raw["margin_mode"]
-    if mode not in MARGIN_MODES:
-        raise InputError(f"margin_mode must be 'cross' or 'isolated', got {mode!r}")
-    collateral = None
-    if mode == "cross":
-        _require(raw, "collateral", "")
-        collateral = _amount(raw["collateral"], "collateral", dialect)
-    elif raw.get("collateral") is not None:
-        _amount(raw["collateral"], "collateral", dialect)  # not used for isolated, but never negative
-    _require(raw, "positions", "")
-    if not isinstance(raw["positions"], list):
-        raise InputError(f"positions must be a list, got {type(raw['positions']).__name__}")
-    if not raw["positions"]:
-        raise InputError("positions is empty: an account needs at least one position")
-    positions = [_position(p, i, mode, collateral, dialect) for i, p in enumerate(raw["positions"])]
+    as_of, mode, rows = _account_rows(raw, dialect)
+    positions = [
+        {"symbol": symbol, "side": side, "qty": qty, "entry_price": entry, "collateral": collateral}
+        for _, _, _, collateral, symbol, side, qty, entry in rows
+    ]
     return {"as_of": as_of, "margin_mode": mode, "positions": positions}
 
 
-def _position(
-    raw: Any, i: int, mode: str, account_collateral: float | None, dialect: Dialect = JSON
-) -> dict[str, Any]:
-    # field names are spelt (dialect.prefix) only for a message: a batch of 1,000 accounts
-    # checks ~2,000 positions, and the good ones should cost only the checks
+# The rules of an account, written once (:func:`account_fields` and :class:`SnapshotsBuilder`
+# use them). A batch of 1,000 accounts checks ~2,000 positions, so each field is first tested
+# for the plain JSON case inline (exact ``str``/``int``/``float``: no call, no name spelt); only
+# a value failing that asks the field's rule (``_positive``, ``_amount``, ...), which raises the
+# message or accepts it (a ``float`` subclass, ``1.0`` as side, an ``int`` qty). The inline tests
+# only ever accept less than the rules, in the rules' order (``tests/features/test_accounts.py``).
+_INF = math.inf
+_SIDES = (1, -1)
+
+
+def _account_rows(
+    raw: Any, dialect: Dialect = JSON, code: int = 0
+) -> tuple[pd.Timestamp, str, list[tuple[Any, ...]]]:
+    """One account's ``as_of``, ``margin_mode`` and its positions as rows in ``POSITION_COLUMNS``
+    order (``account`` = ``code``), what :class:`SnapshotsBuilder` keeps; raises ``InputError``
+    naming the first bad field."""
     if not isinstance(raw, dict):
-        raise InputError(f"{dialect.prefix(i).rstrip('.')} must be an object, got {type(raw).__name__}")
-    symbol, side, qty, entry = raw.get("symbol"), raw.get("side"), raw.get("qty"), raw.get("entry_price")
-    if symbol is None or side is None or qty is None or entry is None:
-        for key in _POSITION_KEYS:
-            _require(raw, key, dialect.prefix(i))
-    if not isinstance(symbol, str) or not symbol:
-        raise InputError(f"{dialect.prefix(i)}symbol must be a non-empty string, got {symbol!r}")
-    # JSON has one number type; like JSON Schema's "integer", 1.0 counts as the integer 1.
-    if isinstance(side, bool) or not isinstance(side, int | float) or side not in (1, -1):
-        raise InputError(f"{dialect.prefix(i)}side must be 1 (long) or -1 (short), got {side!r}")
-    qty = _positive(qty, "qty", i, dialect)
-    entry = _positive(entry, "entry_price", i, dialect)
-    if mode == "isolated":
-        key = dialect.position_collateral
-        value = raw.get(key)
-        if value is None:
-            _require(raw, key, dialect.prefix(i), why=" (isolated margin: each position carries its own)")
-        collateral = _amount(value, f"{dialect.prefix(i)}{key}", dialect)
+        raise InputError(f"expected a JSON object, got {type(raw).__name__}")
+    # only a value that is not plain goes on to the rules
+    account_id = raw.get("account_id")
+    if type(account_id) is not str and type(account_id) is not int:
+        _require(raw, "account_id", "")
+        _account_id(account_id)
+    value = raw.get("as_of")
+    if type(value) is str:
+        as_of = _remembered_as_of(value)
     else:
-        collateral = account_collateral
-    return {"symbol": symbol, "side": int(side), "qty": qty, "entry_price": entry, "collateral": collateral}
+        _require(raw, "as_of", "")
+        as_of = _as_of(value)
+    mode = raw.get("margin_mode")
+    if mode not in MARGIN_MODES:
+        _require(raw, "margin_mode", "")
+        raise InputError(f"margin_mode must be 'cross' or 'isolated', got {mode!r}")
+    value = raw.get("collateral")
+    collateral = None
+    if mode == "cross":
+        if type(value) is float and 0.0 <= value < _INF:
+            collateral = value
+        else:
+            _require(raw, "collateral", "")
+            collateral = _amount(value, "collateral", dialect)
+    elif value is not None:
+        _amount(value, "collateral", dialect)  # not used for isolated, but never negative
+    positions = raw.get("positions")
+    if type(positions) is not list or not positions:
+        _require(raw, "positions", "")
+        _position_list(positions)
+    return as_of, mode, _position_rows(positions, code, as_of, mode, collateral, dialect)
+
+
+def _position_rows(
+    positions: list[Any],
+    code: int,
+    as_of: pd.Timestamp,
+    mode: str,
+    collateral: float | None,
+    dialect: Dialect,
+) -> list[tuple[Any, ...]]:
+    """The rows of an account's positions, in ``POSITION_COLUMNS`` order: the account's ``code``,
+    ``as_of`` and ``mode``, then ``collateral`` (the account's for cross, each position's own for
+    isolated), ``symbol``, ``side``, ``qty``, ``entry_price``."""
+    isolated = mode == "isolated"
+    rows = []
+    for i, raw in enumerate(positions):
+        # field names are spelt (dialect.prefix) only for a message
+        if not isinstance(raw, dict):
+            raise InputError(f"{dialect.prefix(i).rstrip('.')} must be an object, got {type(raw).__name__}")
+        symbol, side, qty, entry = raw.get("symbol"), raw.get("side"), raw.get("qty"), raw.get("entry_price")
+        if symbol is None or side is None or qty is None or entry is None:
+            for key in _POSITION_KEYS:
+                _require(raw, key, dialect.prefix(i))
+        if type(symbol) is not str or not symbol:
+            symbol = _symbol(symbol, i, dialect)
+        if type(side) is not int or side not in _SIDES:
+            side = _side(side, i, dialect)
+        if type(qty) is not float or not 0.0 < qty < _INF:
+            qty = _positive(qty, "qty", i, dialect)
+        if type(entry) is not float or not 0.0 < entry < _INF:
+            entry = _positive(entry, "entry_price", i, dialect)
+        if isolated:
+            collateral = _position_collateral(raw, i, dialect)
+        rows.append((code, as_of, mode, collateral, symbol, side, qty, entry))
+    return rows
 
 
 _POSITION_KEYS = ("symbol", "side", "qty", "entry_price")
 
 
+def _position_list(value: Any) -> None:
+    """The rule for a present ``positions``: a non-empty list."""
+    if not isinstance(value, list):
+        raise InputError(f"positions must be a list, got {type(value).__name__}")
+    if not value:
+        raise InputError("positions is empty: an account needs at least one position")
+
+
+def _account_id(value: Any) -> None:
+    """The rule for a present ``account_id``: a string or an integer (not a bool)."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise InputError(f"account_id must be a string or an integer, got {value!r}")
+
+
+def _symbol(value: Any, i: int, dialect: Dialect) -> str:
+    """The rule for a position's present ``symbol``: a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{dialect.prefix(i)}symbol must be a non-empty string, got {value!r}")
+    return value
+
+
+def _side(value: Any, i: int, dialect: Dialect) -> int:
+    """The rule for a position's present ``side``: 1 (long) or -1 (short), as an ``int``."""
+    # JSON has one number type; like JSON Schema's "integer", 1.0 counts as the integer 1.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value not in _SIDES:
+        raise InputError(f"{dialect.prefix(i)}side must be 1 (long) or -1 (short), got {value!r}")
+    return int(value)
+
+
+def _position_collateral(raw: dict[str, Any], i: int, dialect: Dialect) -> float:
+    """An isolated position's own collateral (``>= 0``), which it must carry."""
+    key = dialect.position_collateral
+    value = raw.get(key)
+    if type(value) is float and 0.0 <= value < _INF:
+        return value
+    if value is None:
+        _require(raw, key, dialect.prefix(i), why=" (isolated margin: each position carries its own)")
+    return _amount(value, f"{dialect.prefix(i)}{key}", dialect)
+
+
 def _positive(value: Any, key: str, i: int, dialect: Dialect) -> float:
     """A position's number that must be > 0 (``qty``, ``entry_price``)."""
-    if type(value) is float or type(value) is int:  # the common case, checked without a name
-        number = float(value)
-        if math.isfinite(number) and number > 0:
-            return number
     number = _number(value, f"{dialect.prefix(i)}{key}", dialect)
     if not number > 0:
         raise InputError(f"{dialect.prefix(i)}{key} must be > 0, got {value!r}")
@@ -331,9 +400,13 @@ def _require(raw: dict[str, Any], key: str, prefix: str, why: str = "") -> None:
 def _number(value: Any, field: str, dialect: Dialect = JSON) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"{field} must be {dialect.number}, got {value!r}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # JSON numbers have any number of digits; a float holds ~309
+        raise InputError(f"{field} must be finite, got an integer too large for a float") from None
+    if not math.isfinite(number):
         raise InputError(f"{field} must be finite, got {value!r}")
-    return float(value)
+    return number
 
 
 def _amount(value: Any, field: str, dialect: Dialect = JSON) -> float:

@@ -335,18 +335,21 @@ def test_odd_accounts_are_error_rows_not_failures(service: Service) -> None:
         account("x" * 201),
         account(new_id("nan"), collateral=float("nan")),
         {**account(new_id("pos")), "positions": "BTCUSDT"},
+        account(new_id("huge")),
         account(12345),
     ]
+    odd[-2]["positions"][0]["qty"] = 10**400  # JSON allows it; no float holds it
     content = json.dumps({"accounts": odd, "as_of": AS_OF})  # NaN is written as the literal NaN
     response = service.client.post(
         "/v1/score", content=content, headers={**key(), "content-type": "application/json"}
     )
     assert response.status_code == 200, response.text
     rows = response.json()["results"]
-    assert [r["status"] for r in rows[:6]] == ["error"] * 6, rows
+    assert [r["status"] for r in rows[:7]] == ["error"] * 7, rows
     assert "at most 200 characters" in rows[3]["error"]
-    assert all(r["error"] and r["level"] is None for r in rows[:6])
-    assert rows[6]["account_id"] == "12345"
+    assert rows[6]["error"] == "positions[0].qty must be finite, got an integer too large for a float (symbol BTCUSDT)"
+    assert all(r["error"] and r["level"] is None for r in rows[:7])
+    assert rows[7]["account_id"] == "12345"
 
 
 def test_an_account_in_liquidation_is_reported_critical_and_warned(db_service: Service) -> None:
