@@ -48,11 +48,12 @@ import base64
 import binascii
 import secrets
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -177,7 +178,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # given up: attempts exhausted, or the webhook was disabled
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScoreEvent:
     """One account's score, as produced by the scoring route.
 
@@ -359,7 +360,7 @@ def _insert_ignore(conn: Connection, table: sa.Table) -> Any:
 # --- scores and warnings -----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     level: Level
     probability: float
@@ -418,13 +419,13 @@ def record_scores(
         A score is out of [0, 1], has a naive ``scored_at`` or an empty account id, or there
         are more than :data:`MAX_ACCOUNTS_PER_CALL` accounts; nothing is written.
     """
-    _check_scores(scores)
+    accounts = _checked_accounts(scores)
     if not scores:
         return Recorded(warnings=[], levels={})
     now = _aware(now)
     for attempt in range(3):
         try:
-            return _record_scores_once(engine, scores, thresholds, now)
+            return _record_scores_once(engine, scores, accounts, thresholds, now)
         except sa.exc.DBAPIError as exc:
             if attempt == 2 or _pg_code(exc) not in _RETRYABLE_PG_CODES:
                 raise
@@ -432,11 +433,15 @@ def record_scores(
 
 
 def _record_scores_once(
-    engine: Engine, scores: Sequence[ScoreEvent], thresholds: Thresholds, now: datetime
+    engine: Engine,
+    scores: Sequence[ScoreEvent],
+    accounts: list[str],
+    thresholds: Thresholds,
+    now: datetime,
 ) -> Recorded:
     with _write(engine) as conn:
         held = _SqliteStates(conn) if conn.dialect.name == "sqlite" else _LockedStates(conn)
-        states = held.read(sorted({s.account_id for s in scores}))
+        states = held.read(accounts)
         raises = _apply_scores(states, scores, thresholds)
         held.save(states)
         levels = {a: s.level for a, s in states.items()}
@@ -462,25 +467,44 @@ def _record_scores_once(
     return Recorded(warnings=warnings, levels=levels)
 
 
-def _check_scores(scores: Sequence[ScoreEvent]) -> None:
-    accounts = {s.account_id for s in scores}
+def _checked_accounts(scores: Sequence[ScoreEvent]) -> list[str]:
+    """The distinct accounts of ``scores`` in the order first scored, once every score is
+    known valid: one call of :func:`_score_problem` per score, where there were three."""
+    accounts = list(dict.fromkeys(s.account_id for s in scores))
     if len(accounts) > MAX_ACCOUNTS_PER_CALL:
         raise InputError(
             f"scores: {len(accounts)} accounts in one call, at most {MAX_ACCOUNTS_PER_CALL}"
         )
-    checks: list[tuple[str, str, Callable[[ScoreEvent], bool]]] = [
-        ("account_id", "must be a non-empty string", lambda s: not s.account_id),
-        ("probability", "must be in [0, 1]", lambda s: not 0.0 <= s.probability <= 1.0),
-        ("scored_at", "must be timezone-aware", lambda s: s.scored_at.tzinfo is None),
-    ]
-    for name, rule, bad in checks:
-        rows = [i for i, s in enumerate(scores) if bad(s)]
-        if rows:
-            first = scores[rows[0]]
-            raise InputError(
-                f"scores: {name} {rule}, got {getattr(first, name)!r} at row {rows[0]} "
-                f"(account_id={first.account_id!r}); {len(rows)} row(s) affected"
-            )
+    problems = [(row, name) for row, s in enumerate(scores) if (name := _score_problem(s))]
+    if problems:
+        # the first rule any row breaks is named; no row breaks an earlier one, so the rows
+        # whose first broken rule it is are all the rows that break it
+        name = next(n for n in _SCORE_RULES if any(p == n for _, p in problems))
+        rows = [row for row, p in problems if p == name]
+        first = scores[rows[0]]
+        raise InputError(
+            f"scores: {name} {_SCORE_RULES[name]}, got {getattr(first, name)!r} at row {rows[0]} "
+            f"(account_id={first.account_id!r}); {len(rows)} row(s) affected"
+        )
+    return accounts
+
+
+_SCORE_RULES = {  # field: rule, in the order _score_problem checks them
+    "account_id": "must be a non-empty string",
+    "probability": "must be in [0, 1]",
+    "scored_at": "must be timezone-aware",
+}
+
+
+def _score_problem(score: ScoreEvent) -> str | None:
+    """The field of the first rule in :data:`_SCORE_RULES` that ``score`` breaks, or None."""
+    if not score.account_id:
+        return "account_id"
+    if not 0.0 <= score.probability <= 1.0:  # also catches NaN
+        return "probability"
+    if score.scored_at.tzinfo is None:
+        return "scored_at"
+    return None
 
 
 def _lock_states(conn: Connection, accounts: list[str]) -> dict[str, _State]:
@@ -523,19 +547,32 @@ def _apply_scores(
     states: Mapping[str, _State], scores: Sequence[ScoreEvent], thresholds: Thresholds
 ) -> list[_Raise]:
     raises = []
+    floor = _lowest_threshold(thresholds)
     for score in scores:
         state = states[score.account_id]
         if score.scored_at < state.updated_at:
             continue  # an older score arriving late must not undo a newer one
-        new = next_level(state.level, score.probability, thresholds)
-        if is_raise(state.level, new):
-            raises.append(_Raise(score, state.level, new))
-        after = (new, score.probability, score.scored_at)
+        level, probability, at = state.level, score.probability, score.scored_at
+        if level is not Level.NONE or probability >= floor:
+            new = next_level(level, probability, thresholds)
+            if is_raise(level, new):
+                raises.append(_Raise(score, level, new))
+        else:
+            new = level  # NONE stays NONE below every threshold: nothing to compute or raise
         # a re-score that changes nothing writes nothing: an account scored again before the
         # next bar arrives has the same as_of (the latest bar's) and, unchanged, the same score
-        state.changed |= after != (state.level, state.probability, state.updated_at)
-        state.level, state.probability, state.updated_at = after
+        if not state.changed:
+            state.changed = (
+                new != level or probability != state.probability or at != state.updated_at
+            )
+        state.level, state.probability, state.updated_at = new, probability, at
     return raises
+
+
+def _lowest_threshold(thresholds: Thresholds) -> float:
+    """Probability below which :func:`next_level` keeps ``Level.NONE`` (no level is reached
+    below its threshold), so the many scores of accounts far from any warning skip it."""
+    return min(thresholds.threshold(level) for level in Level if level is not Level.NONE)
 
 
 def _save_states(conn: Connection, states: Mapping[str, _State]) -> None:
@@ -565,7 +602,7 @@ class _LockedStates:
     conn: Connection
 
     def read(self, accounts: list[str]) -> dict[str, _State]:
-        return _lock_states(self.conn, accounts)
+        return _lock_states(self.conn, sorted(accounts))  # account order: see _lock_states
 
     def save(self, states: Mapping[str, _State]) -> None:
         _save_states(self.conn, states)
@@ -604,34 +641,34 @@ class _SqliteStates:
                 if at is None:
                     at = times[raw] = self._from_db(raw)
                 states[account] = _State(_LEVELS[level], probability, at)
-        new = (a for a in accounts if a not in states)
-        return states | {a: _State(*_NEVER_SCORED, stored=False) for a in new}
+        level, probability, updated_at = _NEVER_SCORED
+        for account in accounts:
+            if account not in states:
+                states[account] = _State(level, probability, updated_at, stored=False)
+        return states
 
     def save(self, states: Mapping[str, _State]) -> None:
         """Insert the new accounts' states, update the changed ones."""
         times: dict[datetime, Any] = {}
-
-        def db_time(at: datetime) -> Any:
-            value = times.get(at)
-            if value is None:
-                value = times[at] = self._to_db(at)
-            return value
-
-        inserted = [
-            (a, int(s.level), float(s.probability), db_time(s.updated_at))
-            for a, s in states.items()
-            if not s.stored
-        ]
-        updated = [
-            (int(s.level), float(s.probability), db_time(s.updated_at), a)
-            for a, s in states.items()
-            if s.stored and s.changed
-        ]
-        if inserted:
+        inserted: list[tuple[str, int, float, Any]] = []
+        updated: list[tuple[int, float, Any, str]] = []
+        for account, s in states.items():
+            if s.stored and not s.changed:
+                continue
+            at = times.get(s.updated_at)
+            if at is None:
+                at = times[s.updated_at] = self._to_db(s.updated_at)
+            if s.stored:
+                updated.append((int(s.level), float(s.probability), at, account))
+            else:
+                inserted.append((account, int(s.level), float(s.probability), at))
+        for start in range(0, len(inserted), _SQLITE_INSERT_CHUNK):
+            # one statement of many rows: a third less time than executemany's row at a time
+            chunk = inserted[start : start + _SQLITE_INSERT_CHUNK]
             self.conn.exec_driver_sql(
                 "INSERT INTO account_state (account_id, level, probability, updated_at) "
-                "VALUES (?, ?, ?, ?)",
-                inserted,
+                f"VALUES {', '.join(['(?, ?, ?, ?)'] * len(chunk))}",
+                tuple(chain.from_iterable(chunk)),
             )
         if updated:
             self.conn.exec_driver_sql(
@@ -642,6 +679,7 @@ class _SqliteStates:
 
 
 _SQLITE_IN_CHUNK = 5_000  # ids per "IN (...)": far under SQLite's bound-parameter limit
+_SQLITE_INSERT_CHUNK = 500  # rows per INSERT (2,000 parameters); more was no faster
 
 
 def _allocate_ids(conn: Connection, n: int) -> int:

@@ -1,6 +1,7 @@
 """The warnings store on real databases: every test runs on a SQLite file and on PostgreSQL."""
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from liqrisk.features.errors import InputError
-from liqrisk.serve.levels import Level, Thresholds
+from liqrisk.serve.levels import Level, Thresholds, next_level
 from liqrisk.serve.store import (
     DeliveryStatus,
     ScoreEvent,
@@ -85,6 +86,17 @@ def test_the_levels_returned_are_the_levels_stored(engine: Engine) -> None:
     assert recorded.levels == {"a": Level.NONE, "c": Level.CRITICAL}  # the last score of each
     assert {a: account_level(engine, a) for a in recorded.levels} == recorded.levels
     assert [w.account_id for w in recorded.warnings] == ["c"]
+
+
+def test_levels_follow_next_level_below_and_at_the_lowest_threshold(engine: Engine) -> None:
+    # the store skips next_level for accounts at NONE below every threshold: it must agree
+    below = math.nextafter(T.watch, 0.0)
+    ps = [0.0, below, T.watch, T.warning, T.critical, 1.0]
+    fresh = record_scores(engine, [score(f"p{i}", p) for i, p in enumerate(ps)], T)
+    assert fresh.levels == {f"p{i}": next_level(Level.NONE, p, T) for i, p in enumerate(ps)}
+    assert fresh.levels["p1"] == Level.NONE and fresh.levels["p2"] == Level.WATCH
+    held = record_scores(engine, [score("p2", below, 1)], T)  # above WATCH's release point
+    assert held.levels == {"p2": Level.WATCH} and held.warnings == []
 
 
 def test_a_repeated_score_writes_no_state_and_a_changed_one_does(engine: Engine) -> None:
