@@ -336,9 +336,13 @@ def with_default_as_of(raw: Any, default: Any) -> Any:
     """The account object with ``as_of`` set to ``default`` where it has none (a new dict; one
     with its own is returned as it is, since nothing here changes an account, and a mapping
     that is not a dict as a dict; other values as they are, to become error rows)."""
-    if isinstance(raw, Mapping) and raw.get("as_of") is None and default is not None:
+    if type(raw) is not dict:  # the type test first: isinstance of an ABC cost ~1 us a call
+        if not isinstance(raw, Mapping):
+            return raw
+        raw = dict(raw)
+    if default is not None and raw.get("as_of") is None:
         return {**raw, "as_of": default}
-    return dict(raw) if isinstance(raw, Mapping) and type(raw) is not dict else raw
+    return raw
 
 
 def _errors(parsed: SnapshotsBuilder, raws: Sequence[Any], view: MarketView) -> list[str]:
@@ -532,16 +536,15 @@ def _numbers(values: Any) -> list[Any]:
     """Each value of an array or Series as a JSON-safe float, None for NaN and infinities (a
     list of lists for a 2-D array)."""
     array = np.asarray(values, dtype=np.float64)
-    out = array.tolist()
     finite = np.isfinite(array)
     if finite.all():
-        return out
-    for *outer, last in np.argwhere(~finite).tolist():  # only the non-finite ones are touched
-        row = out
-        for i in outer:
-            row = row[i]
-        row[last] = None
-    return out
+        return array.tolist()
+    # as Python floats in an object array, None where not finite (a loop over the non-finite
+    # ones cost 0.7 ms for the 2,000 positions of a batch, where cross accounts have no one
+    # liquidation price)
+    out = array.astype(object)
+    out[~finite] = None
+    return out.tolist()
 
 
 def _iso(ts: pd.Timestamp) -> str:

@@ -305,6 +305,9 @@ def test_plain_numbers_are_python_floats_with_none_for_nan_and_infinities():
     assert _numbers(np.array([[1.5, np.nan], [np.inf, -2.0]])) == [[1.5, None], [None, -2.0]]
     assert _numbers(pd.Series([3.0, -np.inf])) == [3.0, None] and _numbers(np.zeros(0)) == []
     assert all(type(v) is float for v in _numbers(np.array([1.0, 2.0], dtype=np.float32)))
+    mixed = _numbers(np.array([[np.nan, 0.1, 2.0], [3.0, -np.inf, 1e30]], dtype=np.float32))
+    assert [[type(v) for v in row] for row in mixed] == [[type(None), float, float], [float, type(None), float]]
+    assert mixed[0][1] == float(np.float32(0.1))  # the float32's value, not 0.1
 
 
 @pytest.mark.parametrize("kind", ["logistic", "lightgbm", "hist_gb"])
@@ -399,3 +402,21 @@ def test_a_model_that_cannot_be_warmed_still_serves(
     assert "warming the model's fast paths failed" in caplog.text
     price = last_close(scorer, "BTCUSDT")
     assert scorer.score([cross("a", "BTCUSDT", collateral=2_000.0, side=1, qty=0.5, entry=price)])[0]["status"] == "ok"
+
+
+def test_the_default_as_of_fills_only_accounts_without_one_and_changes_no_caller_object():
+    from types import MappingProxyType
+
+    from liqrisk.serve.scoring import with_default_as_of
+
+    bare, own = {"account_id": "a"}, {"account_id": "b", "as_of": "2024-01-01T00:00:00Z"}
+    assert with_default_as_of(bare, "2025-01-01T00:00:00Z") == {"account_id": "a", "as_of": "2025-01-01T00:00:00Z"}
+    assert bare == {"account_id": "a"}  # a new dict, the caller's is left as it was
+    assert with_default_as_of(own, "2025-01-01T00:00:00Z") is own
+    assert with_default_as_of(bare, None) is bare
+    assert with_default_as_of({"account_id": "c", "as_of": None}, "2025-01-01T00:00:00Z")["as_of"] == "2025-01-01T00:00:00Z"
+    proxy = MappingProxyType({"account_id": "d"})
+    assert type(with_default_as_of(proxy, None)) is dict and with_default_as_of(proxy, None) == {"account_id": "d"}
+    assert with_default_as_of(proxy, "2025-01-01T00:00:00Z") == {"account_id": "d", "as_of": "2025-01-01T00:00:00Z"}
+    for other in (None, 3, "text", [{"account_id": "e"}]):
+        assert with_default_as_of(other, "2025-01-01T00:00:00Z") is other
