@@ -184,13 +184,14 @@ class Scorer:
             changed = self._assess(
                 view, _changed(positions.take(mine), current.price[mine], **change), explain=False
             )
-        heads = [
-            {"account_id": _account_id(raw, text), "as_of": t}
-            for raw, text, t in zip(raws, parsed.account_ids, _iso_times(parsed.as_of), strict=True)
-        ]
+        # one model reference for the call's rows (a copy: a caller changing it cannot reach the
+        # scorer's); each row is built once, in its documented key order
+        model = {**self._model_ref, "kinds": dict(self._model_ref["kinds"])}
         return [
-            self._result(head, errors[code], code, current, changed, change)
-            for code, head in enumerate(heads)
+            self._result(_account_id(raw, text), at, error, model, code, current, changed, change)
+            for code, (raw, text, at, error) in enumerate(
+                zip(raws, parsed.account_ids, _iso_times(parsed.as_of), errors, strict=True)
+            )
         ]
 
     # --- the batch --------------------------------------------------------------------------
@@ -279,32 +280,45 @@ class Scorer:
 
     def _result(
         self,
-        head: dict[str, Any],
+        account_id: str | None,
+        as_of: str | None,
         error: str,
+        model: dict[str, Any],
         code: int,
         current: _Assessment,
         changed: _Assessment | None,
         change: dict[str, float] | None,
     ) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            **head,
-            "status": "error",
-            "error": error or None,
-            "model": {**self._model_ref, "kinds": dict(self._model_ref["kinds"])},
-            "horizons": None,
-            "baseline": None,
-            "reasons": [],
-            "explained": False,
-            "what_if": None,
-        }
         if error:
-            return out
-        out |= current.views[code]
+            return {
+                "account_id": account_id,
+                "as_of": as_of,
+                "status": "error",
+                "error": error,
+                "model": model,
+                "horizons": None,
+                "baseline": None,
+                "reasons": [],
+                "explained": False,
+                "what_if": None,
+            }
+        view = current.views[code]
+        what_if = None
         if changed is not None and code in changed.views:
-            out["what_if"] = {**change, **changed.views[code]}
-        out["reasons"] = current.reasons.get(code, [])
-        out["explained"] = code in current.reasons
-        return out
+            what_if = {**change, **changed.views[code]}
+        reasons = current.reasons.get(code)
+        return {
+            "account_id": account_id,
+            "as_of": as_of,
+            "status": view["status"],
+            "error": view["error"],
+            "model": model,
+            "horizons": view["horizons"],
+            "baseline": view["baseline"],
+            "reasons": [] if reasons is None else reasons,
+            "explained": reasons is not None,
+            "what_if": what_if,
+        }
 
 
 # --- request parts --------------------------------------------------------------------------
