@@ -8,6 +8,12 @@
   the first file in name order, or in the order given), and its whole history is kept: the features of a snapshot (EWMA
   volatilities, one-year windows) depend on all bars before it, so trimming history would
   break the equality with the offline pipeline.
+- **History.** Where another file holds a symbol's bars from earlier than the chosen one
+  (``BTCUSDT``: ``crypto_5m`` from 2024-12-31, ``crypto_1h`` from 2020), the longest series
+  of every symbol is also kept, as a second market (:attr:`MarketState.history`, never
+  appended to): an account the chosen bars cannot score for want of history is scored on it
+  (``liqrisk.serve.scoring``), so a 2022 snapshot of a BTC position is answered from the
+  hourly bars instead of refused.
 - **Append.** :meth:`MarketState.append` checks posted bars by the same rules and three more,
   then applies all of them or none:
 
@@ -135,6 +141,11 @@ class MarketView:
         """The bars held for ``symbol`` (``Bars`` columns, sorted by ``ts``); do not modify."""
         return self._symbols[symbol].bars
 
+    def first_of(self, symbol: str) -> pd.Timestamp | None:
+        """Open time of the symbol's first bar (None if unknown)."""
+        held = self._symbols.get(symbol)
+        return None if held is None or len(held.bars) == 0 else held.bars["ts"].iat[0]
+
     def latest_of(self, symbol: str) -> pd.Timestamp | None:
         """Completion time of the symbol's last bar (None if unknown or without a bar length)."""
         held = self._symbols.get(symbol)
@@ -197,7 +208,9 @@ class MarketState:
         instruments: Mapping[str, Instrument],
         *,
         sources: Mapping[str, str] | None = None,
+        history: "MarketState | None" = None,
     ) -> None:
+        self.history = history
         self._instruments = dict(instruments)
         self._given = {s: i.bar_length for s, i in self._instruments.items() if i.bar_length is not None}
         self._negative_ok = [s for s, i in self._instruments.items() if i.negative_prices]
@@ -225,6 +238,7 @@ class MarketState:
         negative_ok = [s for s, i in catalog.instruments.items() if i.negative_prices]
         paths = [data_dir / f for f in files] if files else _bars_files(data_dir)
         chosen: dict[str, tuple[tuple, pd.DataFrame, str]] = {}
+        longest: dict[str, tuple[int, pd.DataFrame, str]] = {}  # the earliest first bar
         for p in paths:
             if not p.exists():
                 raise FileNotFoundError(f"{p}: no such file")
@@ -239,9 +253,22 @@ class MarketState:
                 rank = _rank(block, catalog.instruments[symbol].bar_length)
                 if symbol not in chosen or rank > chosen[symbol][0]:  # a tie keeps the first file
                     chosen[symbol] = (rank, block, p.name)
+                first = int(to_us(block["ts"])[0])
+                if symbol not in longest or first < longest[symbol][0]:
+                    longest[symbol] = (first, block, p.name)
+        earlier = {s for s, (first, _, _) in longest.items() if first < int(to_us(chosen[s][1]["ts"])[0])}
+        history = None
+        if earlier:  # every symbol, so that an account's other positions are priced there too
+            picks = {s: longest[s][1:] if s in earlier else chosen[s][1:] for s in chosen}
+            history = cls(
+                pd.concat([block for block, _ in picks.values()], ignore_index=True),
+                catalog.instruments,
+                sources={s: name for s, (_, name) in picks.items()},
+            )
         frames = [block for _, block, _ in chosen.values()]
         bars = pd.concat(frames, ignore_index=True) if frames else _empty_bars()
-        return cls(bars, catalog.instruments, sources={s: name for s, (_, _, name) in chosen.items()})
+        sources = {s: name for s, (_, _, name) in chosen.items()}
+        return cls(bars, catalog.instruments, sources=sources, history=history)
 
     # --- readers ------------------------------------------------------------------------
 

@@ -9,7 +9,11 @@ predicts, one call explains. Choices, stated once:
 - **as_of.** An account's own ``as_of``, else the request's, else the market's latest bar
   completion. Only bars complete at or before it are used. An as_of after the market's latest
   bar completion is an error for that account (nothing is known of those bars yet); an old
-  as_of is fine (history is kept whole).
+  as_of is fine (history is kept whole). An account the market's bars refuse for want of
+  history (an as_of within :data:`HISTORY_WINDOW` of a symbol's first bar, where another
+  file holds that symbol from earlier: ``MarketState.history``) is scored again on the longest
+  bars of every symbol, and answered from them if they can; its reasons are then chosen among
+  the accounts scored there.
 - **Status.** ``in_liquidation`` (the account already meets ``E <= MM`` at the last close:
   reported with its baseline, not scored), ``error`` (a bad field, named by its path and the
   position's symbol, or what the engine cannot price: unknown symbol, too little history) or
@@ -174,6 +178,24 @@ class Scorer:
         change = _what_if(what_if)
         default = parse_as_of(as_of, field="as_of") if as_of is not None else view.latest
         raws = [with_default_as_of(a, default) for a in accounts]
+        history = self.market.history
+        rows, short = self._score_on(view, raws, change, history.view() if history is not None else None)
+        if short:  # refused for want of history: scored again on the longest bars, if they can
+            again, _ = self._score_on(history.view(), [raws[code] for code in short], change, None)
+            for code, row in zip(short, again, strict=True):
+                if row["status"] != "error":
+                    rows[code] = row
+        return rows
+
+    def _score_on(
+        self,
+        view: MarketView,
+        raws: list[Any],
+        change: dict[str, float] | None,
+        history: MarketView | None,
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The rows of ``raws`` scored against ``view``; and the accounts (codes) the engine
+        refused that ``history`` may have the bars for (:func:`_short_of_history`)."""
         parsed = accounts_from_dicts(raws)  # accounts are numbered 0..n-1 in order
         errors = _errors(parsed, raws, view)
         positions = parsed.position_arrays([not e for e in errors])
@@ -187,12 +209,13 @@ class Scorer:
         # one model reference for the call's rows (a copy: a caller changing it cannot reach the
         # scorer's); each row is built once, in its documented key order
         model = {**self._model_ref, "kinds": dict(self._model_ref["kinds"])}
-        return [
+        rows = [
             self._result(_account_id(raw, text), at, error, model, code, current, changed, change)
             for code, (raw, text, at, error) in enumerate(
                 zip(raws, parsed.account_ids, _iso_times(parsed.as_of), errors, strict=True)
             )
         ]
+        return rows, _short_of_history(view, history, positions, current) if history is not None else []
 
     # --- the batch --------------------------------------------------------------------------
 
@@ -319,6 +342,47 @@ class Scorer:
             "explained": reasons is not None,
             "what_if": what_if,
         }
+
+
+# --- history ----------------------------------------------------------------------------------
+
+# The engine's volatility needs daily returns in the 30 days before as_of: an as_of within this
+# of a symbol's first bar may be refused for want of the bars before it.
+HISTORY_WINDOW = pd.Timedelta(days=31)
+
+
+def _short_of_history(
+    view: MarketView, history: MarketView, positions: PositionArrays, current: _Assessment
+) -> list[int]:
+    """The accounts (codes) the engine refused on ``view`` with a position whose as_of is
+    within :data:`HISTORY_WINDOW` of its symbol's first bar there, where ``history`` holds the
+    symbol from earlier."""
+    refused = [code for code, v in current.views.items() if v["status"] == "error"]
+    if not refused:
+        return []
+    starts: dict[str, int | None] = {}  # per symbol: the as_of (us) before which to look again
+
+    def start(symbol: str) -> int | None:
+        if symbol not in starts:
+            first, earliest = view.first_of(symbol), history.first_of(symbol)
+            if first is None or earliest is None or earliest >= first:
+                starts[symbol] = None
+            else:
+                starts[symbol] = int(pd.Timestamp(first + HISTORY_WINDOW).as_unit("us").asm8.view(np.int64))
+        return starts[symbol]
+
+    mine = np.isin(positions.account, refused)
+    short = {
+        code
+        for code, symbol, at in zip(
+            positions.account[mine].tolist(),
+            positions.symbol[mine].tolist(),
+            positions.as_of_us[mine].tolist(),
+            strict=True,
+        )
+        if (limit := start(symbol)) is not None and at < limit
+    }
+    return sorted(short)
 
 
 # --- request parts --------------------------------------------------------------------------

@@ -125,6 +125,19 @@ def write_market(data_dir: Path, *, symbols: dict[str, float], start: str, hours
     return data_dir
 
 
+def write_late_file(data_dir: Path, symbol: str, *, hours: int, extra_hours: int) -> str:
+    """A second bars file for ``symbol`` (``crypto_late.parquet``) holding only its last
+    ``hours`` hourly bars of ``write_market`` and ``extra_hours`` more after them: it ends later,
+    so the service takes the symbol from it, and begins later, so the hourly file holds the
+    symbol's longer history. Returns the file's name."""
+    hourly = pd.read_parquet(data_dir / "crypto_1h.parquet")
+    mine = hourly[hourly["symbol"] == symbol].reset_index(drop=True)
+    kept = mine.iloc[-hours:]
+    extra = mine.iloc[-extra_hours:].assign(ts=lambda f: f["ts"] + pd.Timedelta(hours=extra_hours))
+    pd.concat([kept, extra], ignore_index=True).to_parquet(data_dir / "crypto_late.parquet", index=False)
+    return "crypto_late.parquet"
+
+
 def wait_ready(client, timeout: float = 60.0) -> dict:
     """Poll ``/readyz`` until 200; returns its body."""
     deadline = time.monotonic() + timeout

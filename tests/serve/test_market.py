@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from api_support import write_market
+from api_support import write_late_file, write_market
 
 from liqrisk.features.errors import InputError
 from liqrisk.features.market_features import market_features
@@ -73,6 +73,25 @@ def test_load_keeps_the_symbols_with_an_instrument_and_the_latest_file_of_each(d
     assert state.latest == state.latest_of("BTCUSDT")
     only_hourly = MarketState.load(data_dir, files=["crypto_1h.parquet"])
     assert only_hourly.view().bar_lengths["BTCUSDT"] == pd.Timedelta("1h")
+    assert state.history is None  # the 4h bars begin where the hourly ones do: no longer history
+
+
+def test_a_symbol_held_from_earlier_in_another_file_keeps_the_longest_series_as_history(data_dir: Path):
+    late = write_late_file(data_dir, "BTCUSDT", hours=24 * 12, extra_hours=24)
+
+    state = MarketState.load(data_dir)
+
+    assert state.view().sources == {"BTCUSDT": late, "ETHUSDT": "crypto_1h.parquet"}
+    history = state.history
+    assert history is not None and history.history is None
+    assert history.view().sources == {"BTCUSDT": "crypto_1h.parquet", "ETHUSDT": "crypto_1h.parquet"}
+    hourly = MarketState.load(data_dir, files=["crypto_1h.parquet"]).view()
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        pd.testing.assert_frame_equal(history.view().bars_of(symbol), hourly.bars_of(symbol))
+    assert state.view().first_of("BTCUSDT") == hourly.first_of("BTCUSDT") + pd.Timedelta(hours=24 * 28)
+    state.append(next_bars(state, "BTCUSDT", 3))  # appends go to the latest bars only
+    assert state.history is history and history.version == 0
+    assert history.view().bars_of("BTCUSDT")["ts"].iloc[-1] == hourly.bars_of("BTCUSDT")["ts"].iloc[-1]
 
 
 def test_load_checks_bars_files_like_the_loader(data_dir: Path):

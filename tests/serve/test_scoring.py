@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from api_support import small_risk_model, write_market
+from api_support import small_risk_model, write_late_file, write_market
 
 from liqrisk.features.market import market_from_bars
 from liqrisk.models import booster_rows, fastpath
@@ -420,3 +420,44 @@ def test_the_default_as_of_fills_only_accounts_without_one_and_changes_no_caller
     assert with_default_as_of(proxy, "2025-01-01T00:00:00Z") == {"account_id": "d", "as_of": "2025-01-01T00:00:00Z"}
     for other in (None, 3, "text", [{"account_id": "e"}]):
         assert with_default_as_of(other, "2025-01-01T00:00:00Z") is other
+
+
+def test_an_account_the_latest_bars_cannot_score_for_want_of_history_is_scored_on_the_longest(
+    model: RiskModel, tmp_path: Path
+):
+    data = write_market(tmp_path / "data", symbols={"BTCUSDT": 40_000.0, "ETHUSDT": 2_500.0}, start="2024-01-01", hours=24 * 40, seed=3)
+    write_late_file(data, "BTCUSDT", hours=24 * 12, extra_hours=24)  # BTCUSDT's latest bars begin on day 28
+    market = MarketState.load(data)
+    without_history = MarketState.load(data)
+    without_history.history = None
+    hourly = MarketState.load(data, files=["crypto_1h.parquet"])
+    both, latest_only, long_only = (
+        Scorer(model, name="liqrisk", version="3", market=m, instruments=m.instruments)
+        for m in (market, without_history, hourly)
+    )
+
+    def day(d: int) -> str:
+        return (pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=d)).isoformat()
+
+    btc = {"collateral": 4_000.0, "side": 1, "qty": 0.1, "entry": 40_000.0}
+    accounts = [
+        cross("early", "BTCUSDT", **btc, as_of=day(20)),  # before the latest bars begin
+        cross("early-eth", "ETHUSDT", collateral=4_000.0, side=-1, qty=1.0, entry=2_500.0, as_of=day(20)),
+        cross("late", "BTCUSDT", **btc),  # at the market's latest bar
+        cross("before-all", "BTCUSDT", **btc, as_of="2023-06-01T00:00:00+00:00"),  # no bars anywhere
+        cross("two", "BTCUSDT", **btc, as_of=day(29)) | {"positions": [
+            {"symbol": "BTCUSDT", "side": 1, "qty": 0.1, "entry_price": 40_000.0},
+            {"symbol": "ETHUSDT", "side": 1, "qty": 1.0, "entry_price": 2_500.0},
+        ]},  # a day of latest bars: too little for the volatility, priced on the longest
+    ]
+    what_if = {"cut": 0.25, "add_collateral": 100.0}
+
+    rows = both.score(accounts, what_if=what_if)
+
+    refused = latest_only.score(accounts, what_if=what_if)
+    assert [r["status"] for r in refused] == ["error", "ok", "ok", "error", "error"]
+    assert "insufficient history" in refused[0]["error"] and "insufficient history" in refused[4]["error"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "error", "ok"]
+    for i in (0, 4):  # as the longest bars alone score them, what-if and reasons included
+        assert rows[i] == long_only.score([accounts[i]], what_if=what_if)[0]
+    assert rows[1:4] == refused[1:4]  # what the latest bars score, or refuse everywhere, is theirs
