@@ -234,6 +234,24 @@ def test_one_pending_delivery_per_active_webhook(engine: Engine) -> None:
     assert "secret" not in repr(hooks[0]) and hooks[0].secret.startswith("whsec_")
 
 
+def test_a_batch_raising_hundreds_of_warnings_stores_each_as_returned(engine: Engine) -> None:
+    # rows are inserted many to a statement: more than one statement's worth of each table
+    hooks = [register_webhook(engine, f"https://example.test/{i}") for i in range(2)]
+    now = datetime(2026, 2, 1, 8, 30, 15, 123456, tzinfo=UTC)
+    scores = [score(f"w{i:03d}", 0.25 + 0.7 * (i % 7) / 7, minutes=i % 3) for i in range(700)]
+    recorded = record_scores(engine, scores, T, now=now)
+    assert len(recorded.warnings) == 700
+    assert warnings_after(engine, None, limit=1000).items == recorded.warnings
+    rows = delivery_state(engine)
+    assert sorted((d.warning_id, d.webhook_id) for d in rows) == sorted(
+        (w.id, h.id) for w in recorded.warnings for h in hooks
+    )
+    assert {(d.status, d.attempts, d.next_attempt_at, d.created_at) for d in rows} == {
+        (DeliveryStatus.PENDING, 0, now, now)
+    }
+    assert len({d.message_id for d in rows}) == 700
+
+
 @pytest.mark.parametrize(
     ("url", "secret", "message"),
     [
