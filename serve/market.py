@@ -200,6 +200,9 @@ class MarketState:
     instruments : mapping of symbol to Instrument
     sources : mapping of symbol to str, optional
         Where each symbol's bars came from (a file name), for the record.
+    history : MarketState, optional
+        The longest series of every symbol, where a file holds one from earlier than these
+        bars (:meth:`load`); never appended to, its feature tables computed on first use.
     """
 
     def __init__(

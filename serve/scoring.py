@@ -178,10 +178,10 @@ class Scorer:
         change = _what_if(what_if)
         default = parse_as_of(as_of, field="as_of") if as_of is not None else view.latest
         raws = [with_default_as_of(a, default) for a in accounts]
-        history = self.market.history
-        rows, short = self._score_on(view, raws, change, history.view() if history is not None else None)
+        history = self.market.history.view() if self.market.history is not None else None
+        rows, short = self._score_on(view, raws, change, history)
         if short:  # refused for want of history: scored again on the longest bars, if they can
-            again, _ = self._score_on(history.view(), [raws[code] for code in short], change, None)
+            again, _ = self._score_on(history, [raws[code] for code in short], change, None)
             for code, row in zip(short, again, strict=True):
                 if row["status"] != "error":
                     rows[code] = row
