@@ -202,7 +202,10 @@ class MarketState:
         Where each symbol's bars came from (a file name), for the record.
     history : MarketState, optional
         The longest series of every symbol, where a file holds one from earlier than these
-        bars (:meth:`load`); never appended to, its feature tables computed on first use.
+        bars (:meth:`load`); never appended to.
+    held : mapping of symbol to _SymbolFeatures, optional
+        Symbols taken as another market holds them (shared with it, caches included; a
+        history market shares every symbol whose longest series is the served one).
     """
 
     def __init__(
@@ -212,6 +215,7 @@ class MarketState:
         *,
         sources: Mapping[str, str] | None = None,
         history: "MarketState | None" = None,
+        held: Mapping[str, _SymbolFeatures] | None = None,
     ) -> None:
         self.history = history
         self._instruments = dict(instruments)
@@ -220,7 +224,7 @@ class MarketState:
         self._write = threading.Lock()
         served = bars[bars["symbol"].astype(str).isin(list(self._instruments))]
         blocks = {str(s): _own(g) for s, g in served.groupby("symbol", observed=True, sort=True)}
-        symbols = {s: self._symbol(b) for s, b in blocks.items()}
+        symbols = {s: self._symbol(b) for s, b in blocks.items()} | dict(held or {})
         self._view = self._make_view(0, symbols, dict(sources or {}))
 
     @classmethod
@@ -259,19 +263,20 @@ class MarketState:
                 first = int(to_us(block["ts"])[0])
                 if symbol not in longest or first < longest[symbol][0]:
                     longest[symbol] = (first, block, p.name)
-        earlier = {s for s, (first, _, _) in longest.items() if first < int(to_us(chosen[s][1]["ts"])[0])}
-        history = None
-        if earlier:  # every symbol, so that an account's other positions are priced there too
-            picks = {s: longest[s][1:] if s in earlier else chosen[s][1:] for s in chosen}
-            history = cls(
-                pd.concat([block for block, _ in picks.values()], ignore_index=True),
-                catalog.instruments,
-                sources={s: name for s, (_, name) in picks.items()},
-            )
         frames = [block for _, block, _ in chosen.values()]
         bars = pd.concat(frames, ignore_index=True) if frames else _empty_bars()
         sources = {s: name for s, (_, _, name) in chosen.items()}
-        return cls(bars, catalog.instruments, sources=sources, history=history)
+        state = cls(bars, catalog.instruments, sources=sources)
+        earlier = [s for s, (first, _, _) in longest.items() if first < int(to_us(chosen[s][1]["ts"])[0])]
+        if earlier:  # every symbol, so that an account's other positions are priced there too
+            shared = {s: f for s, f in state.view()._symbols.items() if s not in earlier}
+            state.history = cls(
+                pd.concat([longest[s][1] for s in earlier], ignore_index=True),
+                catalog.instruments,
+                sources=sources | {s: longest[s][2] for s in earlier},
+                held=shared,
+            )
+        return state
 
     # --- readers ------------------------------------------------------------------------
 
@@ -300,11 +305,15 @@ class MarketState:
 
     def warm(self, symbols: Sequence[str] | None = None) -> None:
         """Compute the bar-level feature tables now, and the features at the latest bar (else on
-        first use: 0.05-0.5 s per symbol). Appends keep warm symbols warm."""
+        first use: 0.05-0.5 s per symbol); warming every symbol warms the history market's own
+        series too. Appends keep warm symbols warm."""
         view = self._view
         for symbol in symbols if symbols is not None else view.symbols():
             view._symbols[symbol].table()
         _warm_latest(view)
+        if self.history is not None and symbols is None:  # its own series; it shares the rest
+            for held in self.history.view()._symbols.values():
+                held.table()
 
     # --- the writer -----------------------------------------------------------------------
 

@@ -85,6 +85,10 @@ def test_a_symbol_held_from_earlier_in_another_file_keeps_the_longest_series_as_
     history = state.history
     assert history is not None and history.history is None
     assert history.view().sources == {"BTCUSDT": "crypto_1h.parquet", "ETHUSDT": "crypto_1h.parquet"}
+    # a symbol whose longest series is the served one is shared, caches included, not copied
+    assert history.view()._symbols["ETHUSDT"] is state.view()._symbols["ETHUSDT"]
+    state.warm()
+    assert all(held.warm for held in history.view()._symbols.values())
     hourly = MarketState.load(data_dir, files=["crypto_1h.parquet"]).view()
     for symbol in ("BTCUSDT", "ETHUSDT"):
         pd.testing.assert_frame_equal(history.view().bars_of(symbol), hourly.bars_of(symbol))
