@@ -267,7 +267,8 @@ class MarketState:
         bars = pd.concat(frames, ignore_index=True) if frames else _empty_bars()
         sources = {s: name for s, (_, _, name) in chosen.items()}
         state = cls(bars, catalog.instruments, sources=sources)
-        earlier = [s for s, (first, _, _) in longest.items() if first < int(to_us(chosen[s][1]["ts"])[0])]
+        served_from = {s: int(to_us(block["ts"])[0]) for s, (_, block, _) in chosen.items()}
+        earlier = [s for s, (first, _, _) in longest.items() if first < served_from[s]]
         if earlier:  # every symbol, so that an account's other positions are priced there too
             shared = {s: f for s, f in state.view()._symbols.items() if s not in earlier}
             state.history = cls(

@@ -215,7 +215,8 @@ class Scorer:
                 zip(raws, parsed.account_ids, _iso_times(parsed.as_of), errors, strict=True)
             )
         ]
-        return rows, _short_of_history(view, history, positions, current) if history is not None else []
+        short = [] if history is None else _short_of_history(view, history, positions, current)
+        return rows, short
 
     # --- the batch --------------------------------------------------------------------------
 
@@ -368,7 +369,8 @@ def _short_of_history(
             if first is None or earliest is None or earliest >= first:
                 starts[symbol] = None
             else:
-                starts[symbol] = int(pd.Timestamp(first + HISTORY_WINDOW).as_unit("us").asm8.view(np.int64))
+                limit = pd.Timestamp(first + HISTORY_WINDOW).as_unit("us")
+                starts[symbol] = int(limit.asm8.view(np.int64))
         return starts[symbol]
 
     mine = np.isin(positions.account, refused)

@@ -662,7 +662,7 @@ class _SqliteStates:
                 updated.append((int(s.level), float(s.probability), at, account))
             else:
                 inserted.append((account, int(s.level), float(s.probability), at))
-        _sqlite_insert(self.conn, account_state, ("account_id", "level", "probability", "updated_at"), inserted)
+        _sqlite_insert(self.conn, account_state, _STATE_COLUMNS, inserted)
         if updated:
             self.conn.exec_driver_sql(
                 "UPDATE account_state SET level = ?, probability = ?, updated_at = ? "
@@ -675,19 +675,26 @@ _SQLITE_IN_CHUNK = 5_000  # ids per "IN (...)": far under SQLite's bound-paramet
 _SQLITE_INSERT_PARAMETERS = 2_000  # per multi-row INSERT (500 states); more was no faster
 
 
-def _insert_rows(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+_STATE_COLUMNS = ("account_id", "level", "probability", "updated_at")
+_Row = tuple[Any, ...]
+
+
+def _insert_rows(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[_Row]
+) -> None:
     """Insert ``rows`` (tuples in ``columns`` order) into ``table``: on SQLite through the
     driver (:func:`_sqlite_insert`), elsewhere by SQLAlchemy's executemany."""
     if not rows:
         return
     if conn.dialect.name == "sqlite":
-        binds = [table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
+        dialect = conn.dialect
+        binds = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
         _sqlite_insert(conn, table, columns, _bound(rows, binds))
     else:
         conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
-def _bound(rows: Sequence[tuple[Any, ...]], binds: Sequence[Callable[[Any], Any] | None]) -> list[tuple[Any, ...]]:
+def _bound(rows: Sequence[_Row], binds: Sequence[Callable[[Any], Any] | None]) -> list[_Row]:
     """``rows`` with each column's values bound by its type's processor (e.g. UTCDateTime's),
     once per distinct value: a batch's rows share a few times, and SQLAlchemy's per-row
     processing was most of the time of a batch raising hundreds of warnings."""
@@ -695,19 +702,24 @@ def _bound(rows: Sequence[tuple[Any, ...]], binds: Sequence[Callable[[Any], Any]
     for i, bind in enumerate(binds):
         if bind is not None:
             done: dict[Any, Any] = {}
-            columns[i] = tuple(done[v] if v in done else done.setdefault(v, bind(v)) for v in columns[i])
+            columns[i] = tuple(
+                done[v] if v in done else done.setdefault(v, bind(v)) for v in columns[i]
+            )
     return list(zip(*columns, strict=True))
 
 
-def _sqlite_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+def _sqlite_insert(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[_Row]
+) -> None:
     """Insert driver-ready ``rows`` into ``table``, many rows a statement: a third less time
     than executemany's row at a time."""
     per = max(1, _SQLITE_INSERT_PARAMETERS // len(columns))
     row = f"({', '.join('?' * len(columns))})"
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
+        values = ", ".join([row] * len(chunk))
         conn.exec_driver_sql(
-            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))}",
+            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}",
             tuple(chain.from_iterable(chunk)),
         )
 
@@ -741,7 +753,9 @@ def _fan_out(conn: Connection, warnings: Sequence[AccountWarning], now: datetime
     _insert_rows(conn, deliveries_table, _DELIVERY_COLUMNS, rows)
 
 
-_DELIVERY_COLUMNS = ("warning_id", "webhook_id", "message_id", "status", "attempts", "next_attempt_at", "created_at")
+_DELIVERY_COLUMNS = (
+    "warning_id", "webhook_id", "message_id", "status", "attempts", "next_attempt_at", "created_at"
+)
 
 
 def parse_cursor(cursor: str | None) -> int:
@@ -1098,15 +1112,16 @@ def _pg_code(exc: sa.exc.DBAPIError) -> str | None:
 
 
 _WARNING_COLUMNS = (
-    "id", "account_id", "level", "previous_level", "probability", "threshold", "model_version", "scored_at", "created_at"
+    "id", "account_id", "level", "previous_level", "probability", "threshold", "model_version",
+    "scored_at", "created_at",
 )
 
 
 def _warning_values(w: AccountWarning) -> tuple[Any, ...]:
     """A warning's row, in :data:`_WARNING_COLUMNS` order."""
     return (
-        w.id, w.account_id, int(w.level), int(w.previous_level), w.probability, w.threshold, w.model_version,
-        w.scored_at, w.created_at,
+        w.id, w.account_id, int(w.level), int(w.previous_level), w.probability, w.threshold,
+        w.model_version, w.scored_at, w.created_at,
     )
 
 
