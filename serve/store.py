@@ -46,6 +46,7 @@ Choices, stated once:
 
 import base64
 import binascii
+import functools
 import secrets
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -627,7 +628,7 @@ class _SqliteStates:
 
     def read(self, accounts: list[str]) -> dict[str, _State]:
         """Every account's state: the stored one, or a new account's (``stored=False``)."""
-        times: dict[Any, datetime] = {}
+        from_db = functools.cache(self._from_db)  # once per distinct time (a batch shares a few)
         states = {}
         for start in range(0, len(accounts), _SQLITE_IN_CHUNK):
             chunk = accounts[start : start + _SQLITE_IN_CHUNK]
@@ -637,10 +638,7 @@ class _SqliteStates:
                 tuple(chunk),
             ).fetchall()
             for account, level, probability, raw in rows:
-                at = times.get(raw)
-                if at is None:
-                    at = times[raw] = self._from_db(raw)
-                states[account] = _State(_LEVELS[level], probability, at)
+                states[account] = _State(_LEVELS[level], probability, from_db(raw))
         level, probability, updated_at = _NEVER_SCORED
         for account in accounts:
             if account not in states:
@@ -649,15 +647,13 @@ class _SqliteStates:
 
     def save(self, states: Mapping[str, _State]) -> None:
         """Insert the new accounts' states, update the changed ones."""
-        times: dict[datetime, Any] = {}
+        to_db = functools.cache(self._to_db)  # once per distinct time, as in _bound
         inserted: list[tuple[str, int, float, Any]] = []
         updated: list[tuple[int, float, Any, str]] = []
         for account, s in states.items():
             if s.stored and not s.changed:
                 continue
-            at = times.get(s.updated_at)
-            if at is None:
-                at = times[s.updated_at] = self._to_db(s.updated_at)
+            at = to_db(s.updated_at)
             if s.stored:
                 updated.append((int(s.level), float(s.probability), at, account))
             else:
@@ -701,10 +697,7 @@ def _bound(rows: Sequence[_Row], binds: Sequence[Callable[[Any], Any] | None]) -
     columns = list(zip(*rows, strict=True))
     for i, bind in enumerate(binds):
         if bind is not None:
-            done: dict[Any, Any] = {}
-            columns[i] = tuple(
-                done[v] if v in done else done.setdefault(v, bind(v)) for v in columns[i]
-            )
+            columns[i] = tuple(map(functools.cache(bind), columns[i]))
     return list(zip(*columns, strict=True))
 
 
