@@ -6,7 +6,8 @@ Routes (scopes in brackets; see :mod:`liqrisk.serve.security`):
   data are loaded, else 503 with the reasons; names the model version and the latest bar.
 - ``POST /v1/score`` [score]: accounts in, per account the probabilities per horizon, the
   rule baseline, the top reasons, the model version and the warning level.
-- ``POST /v1/bars`` [ingest]: append bars to the market state, all or none.
+- ``POST /v1/bars`` [ingest]: append bars to the market state, all or none; logged in the
+  database first, so every process of the service (and a restart) scores them.
 - ``GET /v1/warnings?after=&limit=`` [warnings:read]: the warnings feed, oldest first.
 - ``POST/GET /v1/webhooks``, ``GET/DELETE /v1/webhooks/{id}``,
   ``GET /v1/webhooks/{id}/deliveries``, ``GET /v1/deliveries?warning_id=`` [webhooks:admin].
@@ -514,6 +515,10 @@ def _score_batch(jobs: Sequence[Job]) -> None:
     first: _ScoreCall = jobs[0].payload
     accounts = [a for job in jobs for a in job.payload.accounts]
     started = time.perf_counter()
+    try:  # bars posted to another process of the service (one read when there are none)
+        first.runtime.catch_up(first.served.scorer.market)
+    except sa.exc.SQLAlchemyError as exc:
+        raise _store_unavailable(exc) from exc
     results = _score_accounts(first.served, accounts, first.what_if)
     events = _score_events(
         results, horizon=first.settings.level_horizon, model_version=first.served.version
@@ -619,12 +624,19 @@ def post_bars(
     _key: Annotated[ApiKey, Depends(require(Scope.INGEST))],
 ) -> BarsResponse:
     """Append bars to the market state: all of them, or none (422 naming row, symbol, field)."""
-    market = runtime.require_market()
     frame = pd.DataFrame([b.model_dump() for b in body.bars])
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[us, UTC]")
     for column in ("open", "high", "low", "close", "volume"):
         frame[column] = frame[column].astype("float64")
-    appended = market.append(frame)
+    try:
+        appended = runtime.ingest(frame)
+    except sa.exc.SQLAlchemyError as exc:
+        log.error("bars log failed", exc_info=exc)
+        raise HTTPException(
+            status_code=503,
+            detail="bars log unavailable: nothing was appended, retry the request",
+            headers={"Retry-After": "5"},
+        ) from exc
     latest = frame.groupby("symbol")["ts"].max()
     return BarsResponse(
         appended=int(appended),

@@ -24,7 +24,9 @@
   3. bars never overlap: a new bar opens at least one bar length after the previous bar of
      its symbol (not on a fixed grid: daily sessions move with summer time).
 
-  Post complete bars only: a bar is final once posted.
+  Post complete bars only: a bar is final once posted. The service logs the bars it accepts in
+  its database before applying them (``record``), and every process applies that log
+  (:meth:`MarketState.catch_up`), so replicas and restarts serve the same bars.
 - **Readers** take an immutable :class:`MarketView` (:meth:`MarketState.view`): the engine's
   :class:`~liqrisk.features.market.Market`, built once per version before the view is
   published, and per-symbol market-feature caches. An append builds the next view aside and
@@ -32,9 +34,10 @@
   appends go on. Caches of symbols an append did not touch are carried over.
 """
 
+import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -56,6 +59,7 @@ MAX_CACHED_AS_OF = 2048  # market-feature rows kept per symbol (LRU)
 _MARKET_INDEX = pd.Index(list(MARKET_FEATURES))  # copied per frame: renaming one frame's columns changes no other
 _NAT = np.datetime64("NaT").astype("datetime64[us]").view(np.int64)  # NaT, as int64 us
 _TS = "%Y-%m-%dT%H:%M:%SZ"
+Record = Callable[[pd.DataFrame, int], int]  # (new bars, log position) -> their log position
 
 
 class _SymbolFeatures:
@@ -124,7 +128,8 @@ class MarketView:
     """One version of the market, never changed once published.
 
     ``market`` lays out every symbol's bars for the engine; ``latest`` is the latest bar
-    completion (``ts + bar_length``) over all symbols (None without bars).
+    completion (``ts + bar_length``) over all symbols (None without bars); ``logged``: how far
+    the service's bars log is applied (:meth:`MarketState.catch_up`).
     """
 
     version: int
@@ -133,6 +138,7 @@ class MarketView:
     latest: pd.Timestamp | None
     sources: Mapping[str, str]
     _symbols: Mapping[str, _SymbolFeatures] = field(repr=False)
+    logged: int = 0  # the service's bars log is applied up to this position (0: nothing logged)
 
     def symbols(self) -> tuple[str, ...]:
         return self.market.symbols
@@ -318,9 +324,14 @@ class MarketState:
 
     # --- the writer -----------------------------------------------------------------------
 
-    def append(self, bars: pd.DataFrame) -> int:
+    def append(self, bars: pd.DataFrame, *, record: Record | None = None) -> int:
         """Append bars (``symbol, ts, open, high, low, close`` and optional ``volume``): all of
         them or none. Returns how many were added (identical re-sends add nothing).
+
+        ``record``, if given, is called with the bars that are new and the view's log position
+        (:attr:`MarketView.logged`) before they are applied, and returns the position it logged
+        them at (the service's bars log: ``liqrisk.serve.store.log_bars``); whatever it raises
+        leaves the market as it was.
 
         Raises ``InputError`` naming the row (0-based, in ``bars``' order), symbol, ts and field
         of the first bad bar, how many share its problem, and that nothing was appended.
@@ -328,27 +339,61 @@ class MarketState:
         with self._write:
             view = self._view
             checked = check_bars(bars, source="bars", negative_ok=self._negative_ok)
-            new = checked.bars
-            fresh = self._screen(view, new, checked.rows)
+            fresh = self._screen(view, checked.bars, checked.rows)
             if not fresh.any():
                 return 0
-            added = new.loc[fresh]
-            symbols = dict(view._symbols)
-            for symbol, rows in added.groupby("symbol", observed=True, sort=False):
-                symbol = str(symbol)
-                held = symbols.get(symbol)
-                block = rows if held is None else pd.concat([held.bars, rows], ignore_index=True)
-                symbols[symbol] = self._symbol(_own(block))
-                if held is not None and held.warm:
-                    symbols[symbol].table()  # the writer pays, not the next request
-            sources = dict(view.sources)
-            for symbol in added["symbol"].astype(str).unique():
-                sources.setdefault(symbol, "appended")
-            following = self._make_view(view.version + 1, symbols, sources)
-            if following.latest != view.latest:
-                _warm_latest(following)  # the default as_of moved: the writer pays, not the next request
-            self._view = following
+            added = checked.bars.loc[fresh]
+            # logged before the next view is built (the slow part), so that other processes
+            # logging meanwhile rarely move the log under this one; should building fail after
+            # the commit, the next catch_up applies the bars from the log
+            logged = view.logged if record is None else record(added, view.logged)
+            self._view = dataclasses.replace(self._following(view, added), logged=logged)
             return int(fresh.sum())
+
+    def catch_up(self, bars: pd.DataFrame, through: int) -> int:
+        """Apply the service's bars log up to position ``through``: ``bars`` are the bars logged
+        after :attr:`MarketView.logged`, in log order. A bar opening at or before its symbol's
+        last bar held is skipped (held already, or superseded by the data files a restarted
+        service loaded); the rest are checked as :meth:`append` checks them, all or none.
+        Returns how many were applied. The position moves to ``through`` even when the bars are
+        refused (``InputError``, e.g. a symbol this process has no instrument for), so each
+        refusal is raised once, not on every call.
+        """
+        with self._write:
+            view = self._view
+            if through <= view.logged:
+                return 0
+            later = bars[_after_last_held(view, bars)]
+            following, applied = view, 0
+            try:
+                if len(later):
+                    checked = check_bars(later, source="logged bars", negative_ok=self._negative_ok)
+                    fresh = self._screen(view, checked.bars, checked.rows)
+                    if fresh.any():
+                        following = self._following(view, checked.bars.loc[fresh])
+                        applied = int(fresh.sum())
+            finally:
+                self._view = dataclasses.replace(following, logged=through)
+            return applied
+
+    def _following(self, view: MarketView, added: pd.DataFrame) -> MarketView:
+        """The next version: ``view`` with ``added`` (checked, screened) appended, warm where
+        ``view`` was (the writer pays, not the next request)."""
+        symbols = dict(view._symbols)
+        for symbol, rows in added.groupby("symbol", observed=True, sort=False):
+            symbol = str(symbol)
+            held = symbols.get(symbol)
+            block = rows if held is None else pd.concat([held.bars, rows], ignore_index=True)
+            symbols[symbol] = self._symbol(_own(block))
+            if held is not None and held.warm:
+                symbols[symbol].table()
+        sources = dict(view.sources)
+        for symbol in added["symbol"].astype(str).unique():
+            sources.setdefault(symbol, "appended")
+        following = self._make_view(view.version + 1, symbols, sources, logged=view.logged)
+        if following.latest != view.latest:
+            _warm_latest(following)  # the default as_of moved
+        return following
 
     def _screen(self, view: MarketView, new: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """Raise for the service's own rules (module docstring); else which bars are new."""
@@ -405,7 +450,9 @@ class MarketState:
             length = infer_bar_length(to_us(bars["ts"]))
         return _SymbolFeatures(bars, None if length is None else pd.Timedelta(length).as_unit("us"))
 
-    def _make_view(self, version: int, symbols: dict[str, _SymbolFeatures], sources: dict[str, str]) -> MarketView:
+    def _make_view(
+        self, version: int, symbols: dict[str, _SymbolFeatures], sources: dict[str, str], *, logged: int = 0
+    ) -> MarketView:
         order = sorted(symbols)
         frames = [symbols[s].bars for s in order]
         bars = pd.concat(frames, ignore_index=True) if frames else _empty_bars()
@@ -422,6 +469,7 @@ class MarketState:
             latest=_timestamp(max(done)) if done else None,
             sources=sources,
             _symbols=symbols,
+            logged=logged,
         )
 
 
@@ -442,6 +490,19 @@ class _Problem(NamedTuple):
     field: str
     problem: str
     detail: str
+
+
+def _after_last_held(view: MarketView, bars: pd.DataFrame) -> np.ndarray:
+    """Which of ``bars`` open after the last bar ``view`` holds of their symbol."""
+    symbol = bars["symbol"].astype(str).to_numpy(dtype=object)
+    ts = to_us(bars["ts"])
+    keep = np.ones(len(bars), dtype=bool)
+    for name in pd.unique(symbol):
+        held = view._symbols.get(name)
+        if held is not None and len(held.ts_us):
+            mine = symbol == name
+            keep[mine] = ts[mine] > held.ts_us[-1]
+    return keep
 
 
 def _resent(held: _SymbolFeatures | None, new: pd.DataFrame, mine: np.ndarray) -> np.ndarray:

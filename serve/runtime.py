@@ -24,6 +24,11 @@ Choices, stated once:
   :func:`gc.freeze` moves everything alive to the permanent generation, so collections only
   walk what requests allocate (p99 54 ms). Each model swap unfreezes, collects once (so the
   previous version's cycles are freed) and freezes again.
+- **Bars are logged, then applied.** ``POST /v1/bars`` goes through :meth:`Runtime.ingest`:
+  holding the database's bars log, the market screens the bars and the new ones are committed
+  to the log, then applied. Before each batch is scored, and after the market is loaded, a process applies what
+  others logged (:meth:`Runtime.catch_up`), so every replica scores the same bars and a
+  restarted service still has the bars it acknowledged.
 - **MLflow's URIs are process-wide.** ``mlflow.pyfunc.load_model`` resolves ``models:/`` URIs
   through the global registry URI, so :meth:`Runtime.open` sets the tracking and registry URI
   of the process to the configured store; a service process serves from one store.
@@ -37,11 +42,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import Engine, make_url
 
+from liqrisk.features.errors import InputError
 from liqrisk.models.bundle import RiskModel
 from liqrisk.models.promote import current_champion
+from liqrisk.serve import store
 from liqrisk.serve.market import MarketState
 from liqrisk.serve.scoring import Scorer
 from liqrisk.serve.settings import ServeSettings
@@ -153,6 +161,42 @@ class Runtime:
             raise NotReady("warnings store not open")
         return self.engine
 
+    # --- the bars log ------------------------------------------------------------------------
+
+    def ingest(self, bars: pd.DataFrame) -> int:
+        """Append ``bars`` to the market, all or none, logged in the database first so that
+        every process of the service and every restart serves them (``liqrisk.serve.store``:
+        the bars log). Returns how many bars were new.
+
+        Holds the log while it applies what other processes logged, screens ``bars`` against
+        the result and records the new ones. Raises ``InputError`` for a bad bar (nothing
+        logged or applied).
+        """
+        market = self.require_market()
+        with store.bars_writer(self.require_engine()) as log:
+            if log.position > market.view().logged:
+                self._apply_logged(market, *log.after(market.view().logged))
+            return market.append(bars, record=log.record)
+
+    def catch_up(self, market: MarketState) -> int:
+        """Apply the bars other processes logged since ``market`` last caught up (one read of
+        the log's position when there are none); returns how many were applied."""
+        engine = self.require_engine()
+        position = market.view().logged
+        if store.bars_position(engine) <= position:
+            return 0
+        return self._apply_logged(market, *store.logged_bars_after(engine, position))
+
+    @staticmethod
+    def _apply_logged(market: MarketState, bars: pd.DataFrame, through: int) -> int:
+        """Logged bars this market refuses are logged as an error, once, and skipped."""
+        position = market.view().logged
+        try:
+            return market.catch_up(bars, through)
+        except InputError as exc:
+            log.error("logged bars %d-%d not applied: %s", position + 1, through, exc)
+            return 0
+
     def reasons(self, market: MarketState | None, served: Served | None) -> list[str]:
         """Why the service is not ready with this market and model (the caller's one reading
         of them), by missing part: "loading" until a load fails; empty when both are held.
@@ -173,6 +217,9 @@ class Runtime:
             if self.market is None:
                 try:
                     market = self._load_market()
+                    applied = self.catch_up(market)  # the bars posted before a restart
+                    if applied:
+                        log.info("%d bars from the bars log applied", applied)
                     _warm(market)
                     self.market = market
                     self._set_problem("market", None)

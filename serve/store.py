@@ -1,4 +1,5 @@
-"""The warnings store: account levels, the append-only warnings feed, webhooks and their outbox.
+"""The service's database: account levels, the append-only warnings feed, webhooks and their
+outbox, and the log of bars ingested through the API.
 
 SQLAlchemy 2 Core on SQLite (a file, WAL) by default or PostgreSQL by URL (psycopg 3).
 
@@ -38,6 +39,15 @@ Choices, stated once:
   so a worker whose lease ran out cannot overwrite the outcome of the one that took over.
   A lease that expires (a crashed worker) makes the row due again: delivery is at-least-once
   and the unchanging ``message_id`` (the ``webhook-id`` header) lets consumers drop repeats.
+- **Ingested bars are logged before they are served.** ``POST /v1/bars`` records the bars a
+  market accepts in ``logged_bars`` (:func:`log_bars`, positions taken from a second
+  ``feed_head`` row as feed ids are, so a reader's snapshot holds a prefix of the log) and only
+  then applies them; every process of the service reads the log on from its own position before
+  each batch it scores (:func:`bars_position`, :func:`logged_bars_after`), and a restarted one
+  replays it after loading the data files. So bars posted to one replica are scored by all of
+  them, and an acknowledged bar survives a restart. A writer holds the log (:func:`bars_writer`:
+  its head row locked) while it applies what others logged, screens its bars and records them,
+  so two processes posting at once never screen against different histories.
 - **Times are aware UTC** in and out (:class:`UTCDateTime`); SQLite stores them as naive UTC
   text, which sorts and compares correctly.
 - **Secrets are stored as given**: they sign, so they must be readable; :class:`Webhook` keeps
@@ -58,6 +68,8 @@ from itertools import chain
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
@@ -65,12 +77,14 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 
 from liqrisk.features.errors import InputError
+from liqrisk.features.market import to_us
 from liqrisk.serve.levels import Level, Thresholds, is_raise, next_level
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 MAX_PAGE = 1000
 MAX_ACCOUNTS_PER_CALL = 10_000  # keeps "account_id IN (...)" under every driver's bind limit
 _FEED_HEAD_ID = 1
+_BARS_HEAD_ID = 2  # feed_head's row for the bars log (positions, not feed ids)
 _SQLITE_BEGIN = "liqrisk_sqlite_begin"  # execution option read by the SQLite "begin" hook
 _SCHEMA_LOCK_KEY = 0x6C717269736B  # pg_advisory_xact_lock key for create_schema ("lqrisk")
 _RETRYABLE_PG_CODES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
@@ -127,6 +141,20 @@ warnings_table = sa.Table(
     sa.Column("model_version", sa.String(200), nullable=False),
     sa.Column("scored_at", UTCDateTime, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+logged_bars = sa.Table(
+    "logged_bars",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),  # from feed_head
+    sa.Column("symbol", sa.String(100), nullable=False),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),  # bar open, µs since 1970-01-01 UTC
+    sa.Column("open", sa.Double, nullable=False),
+    sa.Column("high", sa.Double, nullable=False),
+    sa.Column("low", sa.Double, nullable=False),
+    sa.Column("close", sa.Double, nullable=False),
+    sa.Column("volume", sa.Double),  # NULL: no volume (NaN in the market)
+    sa.Column("logged_at", UTCDateTime, nullable=False),
 )
 
 webhooks_table = sa.Table(
@@ -348,9 +376,8 @@ def create_schema(engine: Engine) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
         metadata.create_all(conn)
-        conn.execute(
-            _insert_ignore(conn, feed_head).values(id=_FEED_HEAD_ID, last_seq=0),
-        )
+        for head in (_FEED_HEAD_ID, _BARS_HEAD_ID):
+            conn.execute(_insert_ignore(conn, feed_head).values(id=head, last_seq=0))
 
 
 def _insert_ignore(conn: Connection, table: sa.Table) -> Any:
@@ -717,11 +744,12 @@ def _sqlite_insert(
         )
 
 
-def _allocate_ids(conn: Connection, n: int) -> int:
-    """First of ``n`` consecutive feed ids; locks ``feed_head`` until this transaction ends."""
+def _allocate_ids(conn: Connection, n: int, head: int = _FEED_HEAD_ID) -> int:
+    """First of ``n`` consecutive ids of ``head`` (the feed's, or the bars log's); locks that
+    ``feed_head`` row until this transaction ends."""
     last = conn.execute(
         sa.update(feed_head)
-        .where(feed_head.c.id == _FEED_HEAD_ID)
+        .where(feed_head.c.id == head)
         .values(last_seq=feed_head.c.last_seq + n)
         .returning(feed_head.c.last_seq)
     ).scalar_one()
@@ -749,6 +777,119 @@ def _fan_out(conn: Connection, warnings: Sequence[AccountWarning], now: datetime
 _DELIVERY_COLUMNS = (
     "warning_id", "webhook_id", "message_id", "status", "attempts", "next_attempt_at", "created_at"
 )
+
+
+# --- the bars log ---------------------------------------------------------------------------
+
+
+BAR_VALUES = ("open", "high", "low", "close", "volume")
+
+
+@contextmanager
+def bars_writer(engine: Engine, *, now: datetime | None = None) -> Iterator["BarsWriter"]:
+    """The bars log held for writing: a write transaction with the log's head row locked, so no
+    other process logs until it ends. Read what others logged (:meth:`BarsWriter.after`), then
+    :meth:`BarsWriter.record` the new bars (which commits); leaving without recording writes
+    nothing."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+        transaction = conn.begin()
+        try:
+            position = conn.execute(
+                sa.select(feed_head.c.last_seq)
+                .where(feed_head.c.id == _BARS_HEAD_ID)
+                .with_for_update()
+            ).scalar_one()
+            yield BarsWriter(conn, transaction, int(position), _aware(now))
+        finally:
+            if transaction.is_active:
+                transaction.rollback()
+
+
+class BarsWriter:
+    """The bars log while :func:`bars_writer` holds it; ``position`` is its last position."""
+
+    def __init__(self, conn: Connection, transaction: Any, position: int, now: datetime) -> None:
+        self._conn, self._transaction, self._now = conn, transaction, now
+        self.position = position
+
+    def after(self, position: int) -> tuple[pd.DataFrame, int]:
+        """As :func:`logged_bars_after`, in this transaction."""
+        return _bars_after(self._conn, position)
+
+    def record(self, bars: pd.DataFrame, after: int) -> int:
+        """Log ``bars`` (checked: ``symbol``, ``ts``, the values) after the log's last position
+        and commit; return the new last position. ``after`` is the position the caller's market
+        has applied: it must be the log's (catch up first), else nothing is written."""
+        if after != self.position:
+            raise RuntimeError(
+                f"bars log at {self.position}, the market at {after}: catch up before recording"
+            )
+        if len(bars):
+            values = [bars[c].to_numpy(dtype=np.float64) for c in BAR_VALUES]
+            first = _allocate_ids(self._conn, len(bars), head=_BARS_HEAD_ID)
+            symbols, times = bars["symbol"].astype(str).tolist(), to_us(bars["ts"]).tolist()
+            rows = [
+                {
+                    "seq": first + i,
+                    "symbol": symbols[i],
+                    "ts_us": times[i],
+                    **{c: v[i] for c, v in zip(BAR_VALUES[:4], values[:4], strict=True)},
+                    "volume": None if np.isnan(values[4][i]) else values[4][i],
+                    "logged_at": self._now,
+                }
+                for i in range(len(bars))
+            ]
+            self._conn.execute(sa.insert(logged_bars), rows)
+            self.position = first + len(bars) - 1
+        self._transaction.commit()
+        return self.position
+
+
+def bars_position(engine: Engine) -> int:
+    """The bars log's last position (0: nothing logged). Read before every batch the service
+    scores, so through the driver's own connection (a pooled one; the pool rolls it back on
+    return): 21 µs against 117 µs through a SQLAlchemy connection on SQLite."""
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        cursor.execute(f"SELECT last_seq FROM feed_head WHERE id = {_BARS_HEAD_ID}")
+        ((position,),) = cursor.fetchall()
+        cursor.close()
+        return int(position)
+    finally:
+        conn.close()
+
+
+def logged_bars_after(engine: Engine, position: int) -> tuple[pd.DataFrame, int]:
+    """The bars logged after ``position``, in log order (``symbol``, ``ts`` UTC, the values,
+    NaN for no volume), and the log position they reach (``position`` if none)."""
+    with engine.connect() as conn:
+        return _bars_after(conn, position)
+
+
+def _bars_after(conn: Connection, position: int) -> tuple[pd.DataFrame, int]:
+    query = (
+        sa.select(
+            logged_bars.c.seq,
+            logged_bars.c.symbol,
+            logged_bars.c.ts_us,
+            *(logged_bars.c[c] for c in BAR_VALUES),
+        )
+        .where(logged_bars.c.seq > position)
+        .order_by(logged_bars.c.seq)
+    )
+    frame = pd.DataFrame(conn.execute(query).all(), columns=["seq", "symbol", "ts_us", *BAR_VALUES])
+    bars = pd.DataFrame(
+        {
+            "symbol": frame["symbol"].astype("str"),
+            "ts": pd.to_datetime(frame["ts_us"].astype("int64"), unit="us", utc=True).astype(
+                "datetime64[us, UTC]"
+            ),
+            **{c: frame[c].astype("float64") for c in BAR_VALUES},
+        }
+    )
+    return bars, int(frame["seq"].iat[-1]) if len(frame) else position
 
 
 def parse_cursor(cursor: str | None) -> int:

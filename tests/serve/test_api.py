@@ -551,6 +551,100 @@ def test_a_bar_outside_the_years_is_named_by_row_and_symbol(service: Service, ts
     assert latest(service) == before
 
 
+def test_a_bars_log_failure_fails_the_post_and_appends_nothing(
+    db_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("INSERT INTO logged_bars", {}, Exception("disk I/O error"))
+
+    before = latest(db_service)
+    posted = [bar("ETHUSDT", before + pd.Timedelta(hours=h), 2_000.0) for h in (0, 1)]
+    monkeypatch.setattr(store.BarsWriter, "record", broken)
+    response = db_service.client.post("/v1/bars", json={"bars": posted}, headers=key())
+    assert response.status_code == 503
+    assert "nothing was appended" in response.json()["detail"]
+    monkeypatch.undo()
+    assert latest(db_service) == before
+    retry = db_service.client.post("/v1/bars", json={"bars": posted}, headers=key())
+    assert retry.status_code == 200 and retry.json()["appended"] == 2, retry.text
+    assert latest(db_service) == before + pd.Timedelta("2h")
+
+
+@pytest.fixture
+def replicas(model_store: str, market_dir: Path, tmp_path: Path) -> ServeSettings:
+    """Settings of apps sharing one new database, as two replicas (or ``--workers 2``) run:
+    each app holds its own market."""
+    return settings_for(model_store, market_dir, tmp_path)
+
+
+def test_bars_posted_to_one_process_are_scored_by_another_and_after_a_restart(
+    replicas: ServeSettings,
+) -> None:
+    settings = replicas
+    with running(settings) as a, running(settings) as b:
+        before = latest(b)
+        posted = [bar("BTCUSDT", before + pd.Timedelta(hours=h), BTC * 1.02) for h in (0, 1)]
+        response = a.client.post("/v1/bars", json={"bars": posted}, headers=key())
+        assert response.status_code == 200 and response.json()["appended"] == 2, response.text
+        assert latest(b) == before  # b has not scored since: nothing read yet
+
+        one = account(new_id("replica"), qty=2.0)
+        scored_b = b.client.post("/v1/score", json={"accounts": [one]}, headers=key()).json()
+        row = scored_b["results"][0]
+        assert row["status"] == "ok", row
+        assert pd.Timestamp(row["as_of"]) == before + pd.Timedelta("2h")  # the default: a's last bar
+        assert latest(b) == before + pd.Timedelta("2h")
+        assert row["baseline"]["positions"][0]["price"] == BTC * 1.02  # a's close
+
+        # b holds a's bars as its own: the same bar again adds nothing, a different one is refused
+        again = b.client.post("/v1/bars", json={"bars": posted[1:]}, headers=key())
+        assert again.status_code == 200 and again.json()["appended"] == 0, again.text
+        changed = [posted[1] | {"volume": 1.0}]
+        refused = b.client.post("/v1/bars", json={"bars": changed}, headers=key())
+        assert refused.status_code == 422
+        assert "rewrites a bar already held" in refused.json()["detail"]
+        scored_a = a.client.post("/v1/score", json={"accounts": [one]}, headers=key()).json()
+        assert scored_a["results"][0]["horizons"] == row["horizons"]
+
+    with running(settings) as restarted:  # the data files alone end at `before`
+        assert latest(restarted) == before + pd.Timedelta("2h")
+        again = restarted.client.post("/v1/score", json={"accounts": [one]}, headers=key()).json()
+        assert again["results"][0]["horizons"] == row["horizons"]
+        assert again["results"][0]["baseline"] == row["baseline"]
+
+
+def test_concurrent_posts_to_two_processes_are_all_logged_once(replicas: ServeSettings) -> None:
+    with running(replicas) as a, running(replicas) as b:
+        start = latest(a)
+        hours = 12
+
+        def post(service: Service, symbol: str, price: float) -> Callable[[], None]:
+            def run() -> None:
+                for h in range(hours):
+                    one = [bar(symbol, start + pd.Timedelta(hours=h), price)]
+                    response = service.client.post("/v1/bars", json={"bars": one}, headers=key())
+                    assert response.status_code == 200, response.text
+                    assert response.json()["appended"] == 1, response.text
+
+            return run
+
+        # each process posts one symbol's bars while the other posts the other's: every post
+        # either finds the log where it caught up to, or catches up and screens again
+        run_threads([post(a, "BTCUSDT", BTC), post(b, "ETHUSDT", 2_000.0)])
+        engine = store.create_engine_for(replicas.database_url)
+        try:
+            logged, through = store.logged_bars_after(engine, 0)
+        finally:
+            engine.dispose()
+        assert through == 2 * hours == len(logged)
+        assert sorted(logged.groupby("symbol")["ts"].nunique().items()) == [
+            ("BTCUSDT", hours), ("ETHUSDT", hours)
+        ]
+        for service in (a, b):
+            row = service.score([account(new_id("both"))], as_of=None)["results"][0]
+            assert pd.Timestamp(row["as_of"]) == start + pd.Timedelta(hours=hours)
+
+
 # --- warnings feed ---------------------------------------------------------------------------
 
 

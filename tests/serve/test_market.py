@@ -207,6 +207,57 @@ def test_one_bad_bar_in_the_middle_rejects_the_batch_naming_row_symbol_and_field
     assert len(state.view().bars_of("ETHUSDT")) == len(before.bars_of("ETHUSDT"))
 
 
+def test_an_append_records_only_its_new_bars_before_applying_them(state: MarketState):
+    held = next_bars(state, "BTCUSDT", 2)
+    state.append(held)
+    assert state.view().logged == 0  # appended without a log
+    calls = []
+
+    def record(bars: pd.DataFrame, after: int) -> int:
+        calls.append((bars.copy(), after, state.version))
+        return after + len(bars)
+
+    new = next_bars(state, "BTCUSDT", 3)
+    assert state.append(pd.concat([held.iloc[1:], new], ignore_index=True), record=record) == 3
+    (recorded, after, version_then), = calls
+    assert after == 0 and version_then == state.version - 1  # recorded before it was applied
+    recorded = recorded.reset_index(drop=True).astype({"symbol": str})[list(new.columns)]
+    pd.testing.assert_frame_equal(recorded, new, check_dtype=False)
+    assert state.view().logged == 3
+
+    before = state.view()
+
+    def failing(bars: pd.DataFrame, after: int) -> int:
+        raise OSError("database gone")
+
+    with pytest.raises(OSError):
+        state.append(next_bars(state, "ETHUSDT", 2), record=failing)
+    assert state.view() is before  # nothing applied
+
+
+def test_catch_up_applies_the_log_skipping_bars_held_and_moves_past_refused_ones(
+    state: MarketState, data_dir: Path
+):
+    other = MarketState.load(data_dir)  # another process on the same files
+    logged = pd.concat([next_bars(state, "BTCUSDT", 3), next_bars(state, "ETHUSDT", 2)], ignore_index=True)
+    assert state.catch_up(logged, through=5) == 5
+    view = state.view()
+    assert view.logged == 5 and state.latest_of("BTCUSDT") == other.latest_of("BTCUSDT") + pd.Timedelta("3h")
+    assert state.catch_up(logged, through=5) == 0 and state.view() is view  # applied already
+
+    # a restart whose files already hold the first logged BTC bar: that one is skipped
+    other.append(logged.iloc[:1])
+    assert other.catch_up(logged, through=5) == 4
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        pd.testing.assert_frame_equal(other.view().bars_of(symbol), state.view().bars_of(symbol))
+
+    stray = next_bars(state, "ETHUSDT", 1).assign(symbol="NOINSTRUMENT")
+    with pytest.raises(InputError, match="NOINSTRUMENT"):
+        state.catch_up(stray, through=6)
+    assert state.view().logged == 6 and state.view().version == view.version  # refused once
+    assert state.catch_up(stray, through=6) == 0
+
+
 def test_the_views_market_features_are_the_pipelines(state: MarketState):
     view = state.view()
     bars = pd.concat([view.bars_of(s) for s in view.symbols()], ignore_index=True)

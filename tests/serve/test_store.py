@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -23,12 +24,15 @@ from liqrisk.serve.store import (
     ScoreEvent,
     account_level,
     account_state,
+    bars_position,
+    bars_writer,
     claim_due,
     create_engine_for,
     create_schema,
     delivery_state,
     disable_webhook,
     list_webhooks,
+    logged_bars_after,
     mark_delivered,
     mark_failed,
     record_scores,
@@ -471,3 +475,77 @@ def test_an_expired_lease_is_reclaimed_and_the_old_claim_cannot_settle(engine: E
     assert mark_failed(engine, third.delivery, error="gave up", retry_at=None)
     assert delivery_state(engine, warning_id=third.warning.id)[0].status == DeliveryStatus.FAILED
     assert claim_due(engine, worker="w4", now=now + timedelta(days=9)) == []
+
+
+# --- the bars log ----------------------------------------------------------------------------
+
+
+def bars_frame(symbols: list[str], hours: list[int], closes: list[float], volumes: list[float]):
+    ts = pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(hours, unit="h")
+    return pd.DataFrame(
+        {
+            "symbol": symbols,
+            "ts": pd.Series(ts).astype("datetime64[us, UTC]"),
+            "open": closes,
+            "high": [c * 1.01 for c in closes],
+            "low": [c * 0.99 for c in closes],
+            "close": closes,
+            "volume": volumes,
+        }
+    )
+
+
+def test_logged_bars_read_back_exactly_in_log_order(engine: Engine) -> None:
+    assert bars_position(engine) == 0
+    assert len(logged_bars_after(engine, 0)[0]) == 0 and logged_bars_after(engine, 0)[1] == 0
+    first = bars_frame(["BTCUSDT", "ETHUSDT"], [0, 0], [1 / 3, 2_000.000000000001], [math.nan, 5.0])
+    second = bars_frame(["BTCUSDT"], [1], [1e-300], [1e300])
+    with bars_writer(engine) as log:
+        assert log.position == 0
+        assert log.record(first, 0) == 2
+    with bars_writer(engine) as log:
+        assert log.position == 2 and len(log.after(0)[0]) == 2
+        assert log.record(second, 2) == 3
+    assert bars_position(engine) == 3
+
+    bars, through = logged_bars_after(engine, 0)
+    assert through == 3
+    expected = pd.concat([first, second], ignore_index=True)
+    pd.testing.assert_frame_equal(bars, expected, check_exact=True)  # NaN volume read back as NaN
+    tail, through = logged_bars_after(engine, 2)
+    assert through == 3
+    pd.testing.assert_frame_equal(tail, second, check_exact=True)
+    assert logged_bars_after(engine, 3)[1] == 3 and len(logged_bars_after(engine, 3)[0]) == 0
+
+
+def test_a_bars_writer_that_does_not_record_writes_nothing(engine: Engine) -> None:
+    bars = bars_frame(["BTCUSDT"], [0], [40_000.0], [1.0])
+    with bars_writer(engine) as log:
+        assert log.record(bars, 0) == 1
+    with pytest.raises(RuntimeError, match="catch up"), bars_writer(engine) as log:
+        log.record(bars_frame(["BTCUSDT"], [1], [40_000.0], [1.0]), 0)  # behind the log
+    with pytest.raises(LookupError), bars_writer(engine):
+        raise LookupError("the caller failed before recording")
+    assert bars_position(engine) == 1 and len(logged_bars_after(engine, 0)[0]) == 1
+
+
+def test_a_bars_writer_holds_the_log_until_it_records(engine: Engine) -> None:
+    inside, seen = threading.Event(), {}
+
+    def first() -> None:
+        with bars_writer(engine) as log:
+            inside.set()
+            time.sleep(0.5)  # the second writer must wait all this time
+            seen["recorded_at"] = time.monotonic()
+            log.record(bars_frame(["BTCUSDT"], [0], [40_000.0], [1.0]), log.position)
+
+    def second() -> None:
+        inside.wait(10)
+        with bars_writer(engine) as log:
+            seen["entered_at"], seen["position"] = time.monotonic(), log.position
+            log.record(bars_frame(["BTCUSDT"], [1], [40_100.0], [1.0]), log.position)
+
+    run_threads([first, second])
+    assert seen["entered_at"] >= seen["recorded_at"]
+    assert seen["position"] == 1  # it saw the first writer's bar, so it screened against it
+    assert logged_bars_after(engine, 0)[0]["close"].tolist() == [40_000.0, 40_100.0]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -24,7 +25,7 @@ from liqrisk.serve.settings import Scope, hash_key
 from liqrisk.serve.store import create_engine_for, deliveries_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_support import AS_OF, ServeProcess, in_liquidation
+from api_support import AS_OF, BTC, MARKET_END, ServeProcess, in_liquidation
 from serve_support import Receiver, run_threads, wait_for
 
 KEY = "key-replicas-0123"
@@ -149,3 +150,46 @@ def test_two_service_processes_share_the_feed_and_deliver_each_webhook_once(
     assert all(d["attempts"] == 1 for d in deliveries)
     senders = {d["claimed_by"].split(":")[1] for d in deliveries}  # host:pid:random
     assert senders == {str(a.process.pid), str(b.process.pid)}, "one sender did all the work"
+
+
+@pytest.mark.slow
+def test_bars_posted_to_one_process_are_scored_by_the_other_and_kept_through_a_restart(
+    db_url: str, model_store: str, market_dir: Path, tmp_path: Path
+) -> None:
+    settings = replica_settings(model_store, market_dir, db_url)
+    probe = {
+        "account_id": "bars-replica",
+        "margin_mode": "cross",
+        "collateral": 20_000.0,
+        "positions": [{"symbol": "BTCUSDT", "side": 1, "qty": 1.0, "entry_price": BTC}],
+    }
+
+    def score(url: str) -> dict[str, Any]:
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as http:
+            response = http.post("/v1/score", json={"accounts": [probe]}, headers=HEADERS)
+            assert response.status_code == 200, response.text
+            return response.json()["results"][0]
+
+    with (
+        ServeProcess(settings, cwd=tmp_path, log=tmp_path / "a.log") as a,
+        ServeProcess(settings, cwd=tmp_path, log=tmp_path / "b.log") as b,
+    ):
+        a.wait_ready()
+        b.wait_ready()
+        posted = [
+            {"symbol": "BTCUSDT", "ts": (MARKET_END + pd.Timedelta(hours=h)).isoformat(),
+             "open": BTC, "high": BTC * 1.04, "low": BTC * 0.99, "close": BTC * 1.03, "volume": 9.0}
+            for h in (0, 1, 2)
+        ]
+        with httpx.Client(base_url=a.url, trust_env=False, timeout=30) as http_a:
+            response = http_a.post("/v1/bars", json={"bars": posted}, headers=HEADERS)
+            assert response.status_code == 200 and response.json()["appended"] == 3, response.text
+        on_b = score(b.url)
+        assert pd.Timestamp(on_b["as_of"]) == MARKET_END + pd.Timedelta("3h"), on_b
+        assert on_b["baseline"]["positions"][0]["price"] == BTC * 1.03
+        assert score(a.url)["horizons"] == on_b["horizons"]
+        b.stop()
+        with ServeProcess(settings, cwd=tmp_path, log=tmp_path / "b2.log") as restarted:
+            restarted.wait_ready()
+            again = score(restarted.url)
+            assert again["horizons"] == on_b["horizons"] and again["as_of"] == on_b["as_of"]
