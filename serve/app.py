@@ -7,7 +7,8 @@ Routes (scopes in brackets; see :mod:`liqrisk.serve.security`):
 - ``POST /v1/score`` [score]: accounts in, per account the probabilities per horizon, the
   rule baseline, the top reasons, the model version and the warning level.
 - ``POST /v1/bars`` [ingest]: append bars to the market state, all or none; logged in the
-  database first, so every process of the service (and a restart) scores them.
+  database first, so every process of the service (within ``bars_poll_seconds``) and a
+  restart score them.
 - ``GET /v1/warnings?after=&limit=`` [warnings:read]: the warnings feed, oldest first.
 - ``POST/GET /v1/webhooks``, ``GET/DELETE /v1/webhooks/{id}``,
   ``GET /v1/webhooks/{id}/deliveries``, ``GET /v1/deliveries?warning_id=`` [webhooks:admin].
@@ -515,10 +516,6 @@ def _score_batch(jobs: Sequence[Job]) -> None:
     first: _ScoreCall = jobs[0].payload
     accounts = [a for job in jobs for a in job.payload.accounts]
     started = time.perf_counter()
-    try:  # bars posted to another process of the service (one read when there are none)
-        first.runtime.catch_up(first.served.scorer.market)
-    except sa.exc.SQLAlchemyError as exc:
-        raise _store_unavailable(exc) from exc
     results = _score_accounts(first.served, accounts, first.what_if)
     events = _score_events(
         results, horizon=first.settings.level_horizon, model_version=first.served.version

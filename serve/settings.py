@@ -110,6 +110,10 @@ class ServeSettings(BaseSettings):
     outbox_enabled : bool
         Run the webhook sender in this process.
     outbox_poll_seconds : float
+    bars_poll_seconds : float
+        How often this process applies the bars other processes of the service logged (a bar
+        posted to one replica is scored by the others within about this, plus the time to
+        append it); 0: only at start and when this process ingests.
     webhook_allow_private : bool
         Allow webhook URLs on loopback, private or link-local addresses (off: SSRF guard).
     """
@@ -146,6 +150,7 @@ class ServeSettings(BaseSettings):
     reload_seconds: float = Field(default=30.0, ge=0)
     outbox_enabled: bool = True
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    bars_poll_seconds: float = Field(default=0.5, ge=0)
     webhook_allow_private: bool = False
 
     @field_validator("model_version", mode="before")

@@ -156,7 +156,7 @@ def test_two_service_processes_share_the_feed_and_deliver_each_webhook_once(
 def test_bars_posted_to_one_process_are_scored_by_the_other_and_kept_through_a_restart(
     db_url: str, model_store: str, market_dir: Path, tmp_path: Path
 ) -> None:
-    settings = replica_settings(model_store, market_dir, db_url)
+    settings = replica_settings(model_store, market_dir, db_url) | {"BARS_POLL_SECONDS": "0.1"}
     probe = {
         "account_id": "bars-replica",
         "margin_mode": "cross",
@@ -184,6 +184,9 @@ def test_bars_posted_to_one_process_are_scored_by_the_other_and_kept_through_a_r
         with httpx.Client(base_url=a.url, trust_env=False, timeout=30) as http_a:
             response = http_a.post("/v1/bars", json={"bars": posted}, headers=HEADERS)
             assert response.status_code == 200 and response.json()["appended"] == 3, response.text
+        with httpx.Client(base_url=b.url, trust_env=False, timeout=30) as http_b:
+            end = MARKET_END + pd.Timedelta("3h")
+            wait_for(lambda: pd.Timestamp(http_b.get("/readyz").json()["market"]["latest"]) == end)
         on_b = score(b.url)
         assert pd.Timestamp(on_b["as_of"]) == MARKET_END + pd.Timedelta("3h"), on_b
         assert on_b["baseline"]["positions"][0]["price"] == BTC * 1.03
