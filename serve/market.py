@@ -330,8 +330,8 @@ class MarketState:
 
         ``record``, if given, is called with the bars that are new and the view's log position
         (:attr:`MarketView.logged`) before they are applied, and returns the position it logged
-        them at (the service's bars log: ``liqrisk.serve.store.log_bars``); whatever it raises
-        leaves the market as it was.
+        them at (the service's bars log: ``liqrisk.serve.store.BarsWriter.record``); whatever
+        it raises leaves the market as it was.
 
         Raises ``InputError`` naming the row (0-based, in ``bars``' order), symbol, ts and field
         of the first bad bar, how many share its problem, and that nothing was appended.
@@ -343,9 +343,9 @@ class MarketState:
             if not fresh.any():
                 return 0
             added = checked.bars.loc[fresh]
-            # logged before the next view is built (the slow part), so that other processes
-            # logging meanwhile rarely move the log under this one; should building fail after
-            # the commit, the next catch_up applies the bars from the log
+            # recorded before the next view is built (the slow part), so a recorder holding the
+            # log for other processes releases it sooner; should building fail after the commit,
+            # the next catch_up applies the bars from the log
             logged = view.logged if record is None else record(added, view.logged)
             self._view = dataclasses.replace(self._following(view, added), logged=logged)
             return int(fresh.sum())

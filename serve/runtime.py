@@ -26,9 +26,10 @@ Choices, stated once:
   previous version's cycles are freed) and freezes again.
 - **Bars are logged, then applied.** ``POST /v1/bars`` goes through :meth:`Runtime.ingest`:
   holding the database's bars log, the market screens the bars and the new ones are committed
-  to the log, then applied. Before each batch is scored, and after the market is loaded, a process applies what
-  others logged (:meth:`Runtime.catch_up`), so every replica scores the same bars and a
-  restarted service still has the bars it acknowledged.
+  to the log, then applied. After the market is loaded, and then every ``bars_poll_seconds``
+  on a thread of its own (never the scoring one), a process applies what others logged
+  (:meth:`Runtime.catch_up`), so every replica scores the same bars and a restarted service
+  still has the bars it acknowledged.
 - **MLflow's URIs are process-wide.** ``mlflow.pyfunc.load_model`` resolves ``models:/`` URIs
   through the global registry URI, so :meth:`Runtime.open` sets the tracking and registry URI
   of the process to the configured store; a service process serves from one store.
