@@ -403,7 +403,11 @@ def _market_info(market: Any) -> MarketInfo:
     if isinstance(latest, dict | pd.Series):
         values = [pd.Timestamp(v) for v in dict(latest).values() if v is not None]
         latest = max(values) if values else None
-    return MarketInfo(symbols=len(market.symbols()), latest=_to_datetime(latest))
+    return MarketInfo(
+        symbols=len(market.symbols()),
+        latest=_to_datetime(latest),
+        bars_logged=market.view().logged,
+    )
 
 
 def _to_datetime(value: Any) -> datetime | None:

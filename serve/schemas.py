@@ -397,6 +397,10 @@ class MarketInfo(BaseModel):
     latest: datetime | None = Field(
         description="When the latest bar of any symbol completed (its open time + bar length)."
     )
+    bars_logged: int = Field(
+        description="How far this process has applied the service's bars log (bars posted "
+        "through /v1/bars, to any process): replicas at the same position hold the same bars."
+    )
 
 
 class Readiness(BaseModel):

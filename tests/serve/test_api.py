@@ -588,6 +588,8 @@ def test_bars_posted_to_one_process_are_scored_by_another_and_after_a_restart(
         assert response.status_code == 200 and response.json()["appended"] == 2, response.text
         # b applies a's bars on its own, within its poll and the time to append them
         wait_for(lambda: latest(b) == before + pd.Timedelta("2h"))
+        positions = [s.client.get("/readyz").json()["market"]["bars_logged"] for s in (a, b)]
+        assert positions == [2, 2]
 
         one = account(new_id("replica"), qty=2.0)
         scored_b = b.client.post("/v1/score", json={"accounts": [one]}, headers=key()).json()
