@@ -35,9 +35,11 @@ Choices, stated once:
   of the process to the configured store; a service process serves from one store.
 """
 
+import functools
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,8 +184,7 @@ class Runtime:
         """
         market = self.require_market()
         with store.bars_writer(self.require_engine()) as log:
-            if log.position > market.view().logged:
-                self._apply_logged(market, *log.after(market.view().logged))
+            self._apply_logged(market, log.position, log.after)
             return market.append(bars, record=log.record)
 
     def catch_up(self, market: MarketState) -> int:
@@ -191,10 +192,9 @@ class Runtime:
         the log's position, 21 µs on SQLite, when there are none); returns how many were
         applied."""
         engine = self.require_engine()
-        position = market.view().logged
-        if store.bars_position(engine) <= position:
-            return 0
-        return self._apply_logged(market, *store.logged_bars_after(engine, position))
+        return self._apply_logged(
+            market, store.bars_position(engine), functools.partial(store.logged_bars_after, engine)
+        )
 
     def _follow_bars(self) -> None:
         """Apply other processes' bars every ``bars_poll_seconds``, off the scoring thread (an
@@ -219,13 +219,20 @@ class Runtime:
                 failing = False
 
     @staticmethod
-    def _apply_logged(market: MarketState, bars: pd.DataFrame, through: int) -> int:
-        """Logged bars this market refuses are logged as an error, once, and skipped."""
-        position = market.view().logged
+    def _apply_logged(
+        market: MarketState, position: int, after: Callable[[int], tuple[pd.DataFrame, int]]
+    ) -> int:
+        """Apply the log up to ``position`` where ``market`` is behind it, reading the bars it
+        lacks with ``after``. Logged bars this market refuses are logged as an error, once, and
+        skipped."""
+        applied = market.view().logged
+        if position <= applied:
+            return 0
+        bars, through = after(applied)
         try:
             return market.catch_up(bars, through)
         except InputError as exc:
-            log.error("logged bars %d-%d not applied: %s", position + 1, through, exc)
+            log.error("logged bars %d-%d not applied: %s", applied + 1, through, exc)
             return 0
 
     def reasons(self, market: MarketState | None, served: Served | None) -> list[str]:

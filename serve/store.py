@@ -788,30 +788,22 @@ BAR_VALUES = ("open", "high", "low", "close", "volume")
 
 @contextmanager
 def bars_writer(engine: Engine, *, now: datetime | None = None) -> Iterator["BarsWriter"]:
-    """The bars log held for writing: a write transaction with the log's head row locked, so no
-    other process logs until it ends. Read what others logged (:meth:`BarsWriter.after`), then
-    :meth:`BarsWriter.record` the new bars (which commits); leaving without recording writes
-    nothing."""
-    with engine.connect() as conn:
-        conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
-        transaction = conn.begin()
-        try:
-            position = conn.execute(
-                sa.select(feed_head.c.last_seq)
-                .where(feed_head.c.id == _BARS_HEAD_ID)
-                .with_for_update()
-            ).scalar_one()
-            yield BarsWriter(conn, transaction, int(position), _aware(now))
-        finally:
-            if transaction.is_active:
-                transaction.rollback()
+    """The bars log held for writing: a write transaction (:func:`_write`) with the log's head
+    row locked, so no other process logs until it ends. Read what others logged
+    (:meth:`BarsWriter.after`), then :meth:`BarsWriter.record` the new bars (which commits);
+    leaving without recording writes nothing."""
+    with _write(engine) as conn:
+        position = conn.execute(
+            sa.select(feed_head.c.last_seq).where(feed_head.c.id == _BARS_HEAD_ID).with_for_update()
+        ).scalar_one()
+        yield BarsWriter(conn, int(position), _aware(now))
 
 
 class BarsWriter:
     """The bars log while :func:`bars_writer` holds it; ``position`` is its last position."""
 
-    def __init__(self, conn: Connection, transaction: Any, position: int, now: datetime) -> None:
-        self._conn, self._transaction, self._now = conn, transaction, now
+    def __init__(self, conn: Connection, position: int, now: datetime) -> None:
+        self._conn, self._now = conn, now
         self.position = position
 
     def after(self, position: int) -> tuple[pd.DataFrame, int]:
@@ -827,24 +819,24 @@ class BarsWriter:
                 f"bars log at {self.position}, the market at {after}: catch up before recording"
             )
         if len(bars):
-            values = [bars[c].to_numpy(dtype=np.float64) for c in BAR_VALUES]
             first = _allocate_ids(self._conn, len(bars), head=_BARS_HEAD_ID)
-            symbols, times = bars["symbol"].astype(str).tolist(), to_us(bars["ts"]).tolist()
-            rows = [
-                {
-                    "seq": first + i,
-                    "symbol": symbols[i],
-                    "ts_us": times[i],
-                    **{c: v[i] for c, v in zip(BAR_VALUES[:4], values[:4], strict=True)},
-                    "volume": None if np.isnan(values[4][i]) else values[4][i],
-                    "logged_at": self._now,
-                }
-                for i in range(len(bars))
+            volume = bars["volume"].to_numpy(dtype=np.float64)
+            columns = [
+                range(first, first + len(bars)),
+                bars["symbol"].astype(str).tolist(),
+                to_us(bars["ts"]).tolist(),
+                *(bars[c].to_numpy(dtype=np.float64).tolist() for c in BAR_VALUES[:4]),
+                np.where(np.isnan(volume), None, volume).tolist(),  # NULL: no volume
+                [self._now] * len(bars),
             ]
-            self._conn.execute(sa.insert(logged_bars), rows)
+            rows = list(zip(*columns, strict=True))
+            _insert_rows(self._conn, logged_bars, _LOGGED_BAR_COLUMNS, rows)
             self.position = first + len(bars) - 1
-        self._transaction.commit()
+        self._conn.commit()
         return self.position
+
+
+_LOGGED_BAR_COLUMNS = ("seq", "symbol", "ts_us", *BAR_VALUES, "logged_at")
 
 
 def bars_position(engine: Engine) -> int:
