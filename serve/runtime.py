@@ -30,6 +30,9 @@ Choices, stated once:
   on a thread of its own (never the scoring one), a process applies what others logged
   (:meth:`Runtime.catch_up`), so every replica scores the same bars and a restarted service
   still has the bars it acknowledged.
+- **The store is checkpointed off the request path.** On SQLite a thread of its own
+  checkpoints the WAL every :data:`CHECKPOINT_SECONDS`; commits would otherwise checkpoint
+  (and flush the database file) every 1,000 pages, inside the request that crossed it.
 - **MLflow's URIs are process-wide.** ``mlflow.pyfunc.load_model`` resolves ``models:/`` URIs
   through the global registry URI, so :meth:`Runtime.open` sets the tracking and registry URI
   of the process to the configured store; a service process serves from one store.
@@ -62,6 +65,8 @@ from liqrisk.serve.webhooks import OutboxWorker
 log = logging.getLogger(__name__)
 
 RETRY_NOT_READY_S = 30.0  # retry interval of a failed first load when polling is off
+CHECKPOINT_SECONDS = 1.0  # how often the service checkpoints a SQLite store's WAL
+SERVICE_AUTOCHECKPOINT = 10_000  # WAL pages (~40 MB): a commit checkpoints only if the thread lags
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ class Runtime:
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self._follower: threading.Thread | None = None
+        self._periodic: list[threading.Thread] = []  # _every's threads
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -117,7 +122,9 @@ class Runtime:
         start the webhook sender; quick, so the lifespan runs it before serving."""
         _make_sqlite_folder(self.settings.database_url)
         self.engine = create_engine_for(
-            self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
+            self.settings.database_url,
+            sqlite_synchronous=self.settings.sqlite_synchronous,
+            sqlite_autocheckpoint=SERVICE_AUTOCHECKPOINT,  # the checkpointer thread does it
         )
         create_schema(self.engine)
         mlflow.set_tracking_uri(self.settings.tracking_uri)
@@ -131,15 +138,38 @@ class Runtime:
         self._poller = threading.Thread(target=self._run, name="liqrisk-loader", daemon=True)
         self._poller.start()
         if self.settings.bars_poll_seconds > 0:
-            self._follower = threading.Thread(
-                target=self._follow_bars, name="liqrisk-bars", daemon=True
-            )
-            self._follower.start()
+            # off the scoring thread: an append rebuilds the symbol's feature table (half a
+            # second for BTCUSDT's 5-minute bars)
+            self._every(self.settings.bars_poll_seconds, self._follow_bars, "liqrisk-bars")
+        if self.require_engine().dialect.name == "sqlite":
+            self._every(CHECKPOINT_SECONDS, self._checkpoint, "liqrisk-checkpoint")
+
+    def _every(self, seconds: float, work: Callable[[], None], name: str) -> None:
+        """Run ``work`` every ``seconds`` on a thread ``name`` until :meth:`close`. A failure
+        (the database down) is logged once per streak of failures, and the work goes on."""
+
+        def loop() -> None:
+            failing = False
+            while not self._stop.wait(seconds):
+                try:
+                    work()
+                except Exception:
+                    if not failing:
+                        log.exception("%s failed; retrying every %s s", name, seconds)
+                    failing = True
+                else:
+                    if failing:
+                        log.info("%s works again", name)
+                    failing = False
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._periodic.append(thread)
 
     def close(self) -> None:
         """Stop the threads and release the database."""
         self._stop.set()
-        for thread in (self._poller, self._follower):
+        for thread in (self._poller, *self._periodic):
             if thread is not None:
                 thread.join(timeout=10)
         if self.outbox is not None:
@@ -197,26 +227,14 @@ class Runtime:
         )
 
     def _follow_bars(self) -> None:
-        """Apply other processes' bars every ``bars_poll_seconds``, off the scoring thread (an
-        append rebuilds the symbol's feature table: half a second for BTCUSDT's 5-minute bars)."""
-        failing = False
-        while not self._stop.wait(self.settings.bars_poll_seconds):
-            market = self.market
-            if market is None:
-                continue
-            try:
-                self.catch_up(market)
-            except Exception:  # the database is down: scores go on with the bars held
-                if not failing:
-                    log.exception(
-                        "reading the bars log failed; retrying every %s s",
-                        self.settings.bars_poll_seconds,
-                    )
-                failing = True
-            else:
-                if failing:
-                    log.info("reading the bars log again")
-                failing = False
+        """Apply the bars other processes logged to the market held (if loaded yet)."""
+        market = self.market
+        if market is not None:
+            self.catch_up(market)
+
+    def _checkpoint(self) -> None:
+        """Checkpoint the SQLite store, so that the commits on the request path do not."""
+        store.checkpoint(self.require_engine())
 
     @staticmethod
     def _apply_logged(

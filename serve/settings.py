@@ -81,11 +81,13 @@ class ServeSettings(BaseSettings):
         Warnings store, SQLite file or PostgreSQL URL.
     sqlite_synchronous : {"FULL", "NORMAL"}
         SQLite's ``synchronous`` (ignored for PostgreSQL). ``FULL``, the default: every commit
-        is fsynced before the request that raised its warnings is answered, so a stored
-        warning survives a power loss of the host. ``NORMAL`` (in WAL mode): a stored warning
-        survives a crash of the service but the last commits may be lost with the host; no
-        fsync on the request path, whose tail then no longer follows the disk's (measured on
-        this project's VM: fsyncs of 100-300 ms every few seconds under load, bench/README.md).
+        that raises a warning or moves a level is fsynced before the request is answered, so
+        a stored warning survives a power loss of the host (commits that only refresh
+        probabilities never wait: ``liqrisk.serve.store``, durable where it counts).
+        ``NORMAL`` (in WAL mode): a stored warning survives a crash of the service but the
+        last commits may be lost with the host; no fsync on the request path, whose tail then
+        no longer follows the disk's (measured on this project's VM: fsyncs of 100-300 ms
+        every few seconds under load, bench/README.md).
     thresholds : Thresholds
         Warning levels of P(negative) at ``level_horizon``, with hysteresis.
     level_horizon : str

@@ -8,9 +8,18 @@ Choices, stated once:
 - **Durable before the answer.** :func:`record_scores` reads and updates ``account_state``,
   appends the raised warnings and one pending delivery per active webhook in ONE transaction
   and returns only after it committed (SQLite ``synchronous=FULL`` by default, ``NORMAL`` by
-  choice: see ``ServeSettings.sqlite_synchronous``; PostgreSQL's default ``synchronous_commit=on``). The request that raised a warning is answered after that, so an
-  acknowledged warning is never lost and a lost one was never acknowledged (transactional outbox:
-  no dual write to a broker, the sender reads the same database later).
+  choice: see ``ServeSettings.sqlite_synchronous``; PostgreSQL's default
+  ``synchronous_commit=on``). The request that raised a warning is answered after that, so an
+  acknowledged warning is never lost and a lost one was never acknowledged (transactional
+  outbox: no dual write to a broker, the sender reads the same database later).
+- **Durable where it counts.** A commit that raises no warning and moves no account's level
+  only refreshes probabilities; it does not wait for the disk (SQLite ``synchronous=NORMAL``
+  for that transaction, PostgreSQL ``SET LOCAL synchronous_commit TO OFF``). A power loss may
+  take such commits back, never a later durable one (both logs are written in order) and
+  never a level, so no warning is lost, raised twice or missed. SQLite can choose only before
+  ``BEGIN``: it relaxes a batch none of whose scores reaches a threshold and redoes, durably,
+  one that turns out to let a level go. The service checkpoints SQLite's WAL on a thread of its
+  own (:func:`checkpoint`), so commits do not checkpoint either.
 - **Feed ids are assigned in commit order.** A warning's id is an integer taken from the single
   ``feed_head`` row (``UPDATE feed_head SET last_seq = last_seq + n RETURNING last_seq``) inside
   the writing transaction. The row lock is held until commit, so the next writer can take its
@@ -82,6 +91,7 @@ from liqrisk.features.market import to_us
 from liqrisk.serve.levels import Level, Thresholds, is_raise, next_level
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_AUTOCHECKPOINT = 1_000  # SQLite's default wal_autocheckpoint (pages)
 MAX_PAGE = 1000
 MAX_ACCOUNTS_PER_CALL = 10_000  # keeps "account_id IN (...)" under every driver's bind limit
 _FEED_HEAD_ID = 1
@@ -308,7 +318,13 @@ class Claim:
 # --- engine and schema -------------------------------------------------------------------
 
 
-def create_engine_for(url: str, *, sqlite_synchronous: str = "FULL", **kwargs: Any) -> Engine:
+def create_engine_for(
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    sqlite_autocheckpoint: int = SQLITE_AUTOCHECKPOINT,
+    **kwargs: Any,
+) -> Engine:
     """An engine for the warnings store, configured for its backend.
 
     ``postgresql://`` URLs get the psycopg 3 driver. SQLite gets WAL (readers never block the
@@ -324,6 +340,9 @@ def create_engine_for(url: str, *, sqlite_synchronous: str = "FULL", **kwargs: A
         ``postgresql+psycopg://user:pw@host/db``.
     sqlite_synchronous : {"FULL", "NORMAL"}
         SQLite's ``synchronous`` (``ServeSettings.sqlite_synchronous`` says what each keeps).
+    sqlite_autocheckpoint : int
+        WAL pages after which a commit also checkpoints (SQLite's ``wal_autocheckpoint``); a
+        process that runs :func:`checkpoint` itself sets it high, as a safety net only.
     **kwargs
         Passed to :func:`sqlalchemy.create_engine`.
     """
@@ -336,7 +355,7 @@ def create_engine_for(url: str, *, sqlite_synchronous: str = "FULL", **kwargs: A
         if sqlite_synchronous not in ("FULL", "NORMAL"):
             raise InputError(f"sqlite_synchronous must be FULL or NORMAL, got {sqlite_synchronous!r}")
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
-        _configure_sqlite(engine, sqlite_synchronous)
+        _configure_sqlite(engine, sqlite_synchronous, int(sqlite_autocheckpoint))
         return engine
     if backend == "postgresql":
         return sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
@@ -345,30 +364,64 @@ def create_engine_for(url: str, *, sqlite_synchronous: str = "FULL", **kwargs: A
     )
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str, autocheckpoint: int) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # the driver stops emitting BEGIN; we do
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
         cursor.close()
+        record.info[_SYNCHRONOUS] = record.info[_CONFIGURED] = synchronous
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(_SQLITE_BEGIN, 'DEFERRED')}")
+        options = conn.get_execution_options()
+        # synchronous can change only outside a transaction, so a relaxed commit is chosen here
+        wanted = "NORMAL" if options.get(_RELAXED) else synchronous
+        if conn.info[_SYNCHRONOUS] != wanted:
+            conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            conn.info[_SYNCHRONOUS] = wanted
+        conn.exec_driver_sql(f"BEGIN {options.get(_SQLITE_BEGIN, 'DEFERRED')}")
+
+
+_RELAXED = "liqrisk_relaxed_commit"  # execution option: this transaction's commit need not wait
+_SYNCHRONOUS, _CONFIGURED = "liqrisk_synchronous", "liqrisk_configured_synchronous"  # conn.info
 
 
 @contextmanager
-def _write(engine: Engine) -> Iterator[Connection]:
+def _write(engine: Engine, *, relaxed: bool = False) -> Iterator[Connection]:
     """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, so it never fails to upgrade a read
-    lock halfway (``database is locked``) but waits its turn at the start."""
+    lock halfway (``database is locked``) but waits its turn at the start. ``relaxed``: on
+    SQLite, commit without waiting for the disk (``synchronous=NORMAL``), whatever the engine's
+    setting; only for what may be lost with the host (:func:`record_scores` says what)."""
     with engine.connect() as conn:
-        conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+        conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE", _RELAXED: relaxed})
         with conn.begin():
             yield conn
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy what the WAL holds into the SQLite database file (a passive checkpoint: it waits for
+    no reader or writer); nothing on PostgreSQL. The service runs it on a thread of its own so
+    that commits do not: a commit that crosses ``wal_autocheckpoint`` checkpoints before it
+    returns, with a flush of the database file, which was the store's tail once the commits no
+    longer waited for the disk (bench/README.md)."""
+    if engine.dialect.name != "sqlite":
+        return
+    conn = engine.raw_connection()
+    try:
+        conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
+
+
+def _less_durable_than_configured(conn: Connection) -> bool:
+    """True in a SQLite transaction begun relaxed on an engine configured to wait for the disk."""
+    return conn.dialect.name == "sqlite" and conn.info[_SYNCHRONOUS] != conn.info[_CONFIGURED]
 
 
 def create_schema(engine: Engine) -> None:
@@ -452,9 +505,12 @@ def record_scores(
     if not scores:
         return Recorded(warnings=[], levels={})
     now = _aware(now)
+    relaxed = max(s.probability for s in scores) < _lowest_threshold(thresholds)
     for attempt in range(3):
         try:
-            return _record_scores_once(engine, scores, accounts, thresholds, now)
+            return _record_scores_once(engine, scores, accounts, thresholds, now, relaxed)
+        except _LevelsMoved:
+            relaxed = False  # rolled back; redone waiting for the disk
         except sa.exc.DBAPIError as exc:
             if attempt == 2 or _pg_code(exc) not in _RETRYABLE_PG_CODES:
                 raise
@@ -467,11 +523,22 @@ def _record_scores_once(
     accounts: list[str],
     thresholds: Thresholds,
     now: datetime,
+    relaxed: bool,
 ) -> Recorded:
-    with _write(engine) as conn:
+    # Durable where it counts: a commit that raises no warning and moves no level only
+    # refreshes probabilities, which a power loss may take back without taking back anything
+    # acknowledged (the accounts keep their levels, so no warning is raised twice or missed),
+    # so it does not wait for the disk. That is most commits, and the disk's flushes were the
+    # store's tail (bench/README.md). SQLite fixes this before BEGIN: ``relaxed`` when no score
+    # reaches a threshold, and a relaxed transaction that finds a level moved is redone.
+    with _write(engine, relaxed=relaxed) as conn:
         held = _SqliteStates(conn) if conn.dialect.name == "sqlite" else _LockedStates(conn)
         states = held.read(accounts)
-        raises = _apply_scores(states, scores, thresholds)
+        raises, moved = _apply_scores(states, scores, thresholds)
+        if moved and _less_durable_than_configured(conn):
+            raise _LevelsMoved
+        if not moved and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         held.save(states)
         levels = {a: s.level for a, s in states.items()}
         if not raises:
@@ -572,10 +639,17 @@ _LEVELS = {int(level): level for level in Level}
 _NEVER_SCORED = (Level.NONE, 0.0, _EPOCH)  # level, probability, updated_at of a new account's row
 
 
+class _LevelsMoved(Exception):
+    """A relaxed transaction moved a level: it is rolled back and redone durably."""
+
+
 def _apply_scores(
     states: Mapping[str, _State], scores: Sequence[ScoreEvent], thresholds: Thresholds
-) -> list[_Raise]:
+) -> tuple[list[_Raise], bool]:
+    """The warnings ``scores`` raise, and whether any account's level moved (up or down);
+    ``states`` are updated in place."""
     raises = []
+    moved = False
     floor = _lowest_threshold(thresholds)
     for score in scores:
         state = states[score.account_id]
@@ -590,12 +664,12 @@ def _apply_scores(
             new = level  # NONE stays NONE below every threshold: nothing to compute or raise
         # a re-score that changes nothing writes nothing: an account scored again before the
         # next bar arrives has the same as_of (the latest bar's) and, unchanged, the same score
-        if not state.changed:
-            state.changed = (
-                new != level or probability != state.probability or at != state.updated_at
-            )
+        if new != level:
+            moved = state.changed = True
+        elif not state.changed:
+            state.changed = probability != state.probability or at != state.updated_at
         state.level, state.probability, state.updated_at = new, probability, at
-    return raises
+    return raises, moved
 
 
 def _lowest_threshold(thresholds: Thresholds) -> float:

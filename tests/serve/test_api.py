@@ -8,6 +8,7 @@ feed from a cursor taken at its start.
 """
 
 import json
+import sqlite3
 import sys
 import threading
 import time
@@ -362,6 +363,23 @@ def test_an_account_in_liquidation_is_reported_critical_and_warned(db_service: S
     assert [(w["account_id"], w["level"], w["id"]) for w in feed] == [
         (account_id, "critical", row["warning_id"])
     ]
+
+
+def test_the_service_checkpoints_its_sqlite_store_itself(service: Service, tmp_path: Path) -> None:
+    """Commits on the request path no longer checkpoint (a high ``wal_autocheckpoint``): the
+    service's own thread copies the WAL into the database file within about a second."""
+    path = Path(sa.make_url(service.settings.database_url).database)
+    account_id = new_id("checkpointed")
+    assert service.score([account(account_id)])["results"][0]["status"] == "ok"
+
+    def in_file_alone() -> bool:  # the database file without its WAL
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(path.read_bytes())
+        with sqlite3.connect(copy) as conn:
+            query = "SELECT count(*) FROM account_state WHERE account_id = ?"
+            return conn.execute(query, (account_id,)).fetchone()[0] == 1
+
+    assert wait_for(in_file_alone, timeout=10.0)
 
 
 def test_a_raised_warning_is_in_the_feed_when_the_score_returns(

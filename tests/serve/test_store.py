@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from liqrisk.serve.store import (
     account_state,
     bars_position,
     bars_writer,
+    checkpoint,
     claim_due,
     create_engine_for,
     create_schema,
@@ -160,6 +162,91 @@ def test_sqlite_synchronous_is_set_on_every_connection(tmp_path, synchronous: st
         engine.dispose()
     with pytest.raises(InputError, match="sqlite_synchronous must be FULL or NORMAL, got 'OFF'"):
         create_engine_for(f"sqlite:///{tmp_path / 'w.db'}", sqlite_synchronous="OFF")
+
+
+def commit_durability(engine: Engine) -> list[str]:
+    """What each commit of ``engine`` waits for, read inside the transaction as it commits:
+    SQLite's ``synchronous`` (FULL, NORMAL), PostgreSQL's ``synchronous_commit`` (on, off)."""
+    seen: list[str] = []
+
+    def on_commit(conn: sa.Connection) -> None:
+        cursor = conn.connection.dbapi_connection.cursor()
+        if conn.dialect.name == "sqlite":
+            cursor.execute("PRAGMA synchronous")
+            seen.append({1: "NORMAL", 2: "FULL"}[cursor.fetchone()[0]])
+        else:
+            cursor.execute("SHOW synchronous_commit")
+            seen.append(cursor.fetchone()[0])
+        cursor.close()
+
+    event.listen(engine, "commit", on_commit)
+    return seen
+
+
+def test_only_commits_that_move_a_level_wait_for_the_disk(engine: Engine) -> None:
+    """Durable where it counts: a commit that raises no warning and moves no level only
+    refreshes probabilities and does not wait for the disk; a raise or a level let go does."""
+    sqlite = engine.dialect.name == "sqlite"
+    relaxed, durable = ("NORMAL", "FULL") if sqlite else ("off", "on")
+    seen = commit_durability(engine)
+    record_scores(engine, [score("a", 0.05), score("b", 0.1)], T)  # new, below every threshold
+    assert seen == [relaxed]
+    raised = record_scores(engine, [score("a", 0.3, 1)], T)  # a: watch
+    assert raised.warnings and seen[-1] == durable
+    record_scores(engine, [score("b", 0.15, 1)], T)  # a new probability, no level moves
+    assert seen[-1] == relaxed
+    held = record_scores(engine, [score("a", 0.25, 2)], T)  # a holds watch, above its threshold
+    # SQLite chooses before BEGIN, from the scores alone (one reaches a threshold: it waits);
+    # PostgreSQL chooses inside the transaction, once it knows no level moved
+    assert held.levels == {"a": Level.WATCH} and seen[-1] == (durable if sqlite else relaxed)
+    commits = len(seen)
+    let_go = record_scores(engine, [score("a", 0.01, 3)], T)  # below every threshold: watch let go
+    assert let_go.levels == {"a": Level.NONE} and account_level(engine, "a") == Level.NONE
+    # one commit, durable: SQLite's relaxed attempt found the level moving and was rolled back
+    assert seen[commits:] == [durable]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(account_state.c.account_id, account_state.c.probability))
+        assert {account: p for account, p in rows} == {"a": 0.01, "b": 0.15}
+
+
+def test_a_relaxed_commit_leaves_the_connection_as_configured(tmp_path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'w.db'}", pool_size=1, max_overflow=0)
+    try:
+        create_schema(engine)
+        seen = commit_durability(engine)
+        record_scores(engine, [score("a", 0.05)], T)
+        with engine.begin() as conn:  # the same pooled connection, a plain transaction
+            conn.exec_driver_sql("UPDATE feed_head SET last_seq = last_seq WHERE id = 1")
+        assert seen == ["NORMAL", "FULL"]
+    finally:
+        engine.dispose()
+
+
+def test_a_checkpoint_moves_the_writes_into_the_database_file(tmp_path) -> None:
+    """With commits no longer checkpointing (``sqlite_autocheckpoint`` high, as the service
+    sets it), the data sits in the WAL until :func:`checkpoint` copies it into the file."""
+    path = tmp_path / "w.db"
+    engine = create_engine_for(f"sqlite:///{path}", sqlite_autocheckpoint=100_000)
+
+    def accounts_in_file_alone() -> int:  # the database file without its WAL
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(path.read_bytes())
+        with sqlite3.connect(copy) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+            if "account_state" not in tables:
+                return 0
+            return conn.execute("SELECT count(*) FROM account_state").fetchone()[0]
+
+    try:
+        create_schema(engine)
+        for batch in range(80):  # a WAL of more than SQLite's default 1,000 pages
+            record_scores(engine, [score(f"a{batch}-{i}", 0.05) for i in range(1_000)], T)
+        assert (tmp_path / "w.db-wal").stat().st_size > 1_000 * 4096
+        assert accounts_in_file_alone() == 0
+        checkpoint(engine)
+        assert accounts_in_file_alone() == 80_000
+    finally:
+        engine.dispose()
 
 
 def test_warnings_are_durable_when_record_scores_returns(engine: Engine, db_url: str) -> None:
