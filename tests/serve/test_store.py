@@ -513,6 +513,27 @@ def test_feed_is_exactly_once_with_two_writer_processes(
 # --- claims -----------------------------------------------------------------------------------
 
 
+def test_a_pass_with_nothing_due_only_reads(engine: Engine) -> None:
+    """Every process polls the outbox every second; when nothing is due (most passes) it must
+    not take the write lock the scores' commits wait for."""
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args: object) -> None:
+        statements.append(" ".join(statement.upper().split()))
+
+    register_webhook(engine, "https://example.test/a")
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert claim_due(engine, worker="w") == []  # no warning yet, so no delivery
+        assert not any("UPDATE" in s or "BEGIN IMMEDIATE" in s for s in statements)
+        record_scores(engine, [score("a", 0.9)], T)
+        statements.clear()
+        assert len(claim_due(engine, worker="w")) == 1
+        assert any("UPDATE DELIVERIES" in s for s in statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
 def test_concurrent_claims_are_disjoint_and_fenced(engine: Engine) -> None:
     register_webhook(engine, "https://example.test/a")
     register_webhook(engine, "https://example.test/b")
