@@ -525,12 +525,7 @@ def _record_scores_once(
     now: datetime,
     relaxed: bool,
 ) -> Recorded:
-    # Durable where it counts: a commit that raises no warning and moves no level only
-    # refreshes probabilities, which a power loss may take back without taking back anything
-    # acknowledged (the accounts keep their levels, so no warning is raised twice or missed),
-    # so it does not wait for the disk. That is most commits, and the disk's flushes were the
-    # store's tail (bench/README.md). SQLite fixes this before BEGIN: ``relaxed`` when no score
-    # reaches a threshold, and a relaxed transaction that finds a level moved is redone.
+    # durable where it counts (module docstring): a commit that moves no level does not wait
     with _write(engine, relaxed=relaxed) as conn:
         held = _SqliteStates(conn) if conn.dialect.name == "sqlite" else _LockedStates(conn)
         states = held.read(accounts)

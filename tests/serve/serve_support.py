@@ -1,6 +1,7 @@
 """Helpers shared by the serve tests: a signature-checking HTTP receiver, row counts, threads,
 waiting for a condition."""
 
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,21 @@ HELPER = Path(__file__).resolve().parent / "outbox_proc.py"
 def count_rows(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def count_in_file_alone(path: Path, query: str, *params: object) -> int:
+    """``query`` (a count) on a copy of the SQLite database file ``path`` without its WAL: what
+    checkpoints have moved into the file. 0 where the copy cannot answer (the table is not in
+    the file yet, or the copy caught a checkpoint writing the file)."""
+    copy = path.with_name(f"{path.name}.copy")
+    copy.write_bytes(path.read_bytes())
+    try:
+        with sqlite3.connect(copy) as conn:
+            return int(conn.execute(query, params).fetchone()[0])
+    except sqlite3.DatabaseError:
+        return 0
+    finally:
+        copy.unlink()
 
 
 @dataclass(frozen=True)

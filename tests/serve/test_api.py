@@ -8,7 +8,6 @@ feed from a cursor taken at its start.
 """
 
 import json
-import sqlite3
 import sys
 import threading
 import time
@@ -47,7 +46,7 @@ from api_support import (
     register,
     wait_ready,
 )
-from serve_support import Receiver, run_threads, wait_for
+from serve_support import Receiver, count_in_file_alone, run_threads, wait_for
 
 KEYS: dict[str, tuple[str, frozenset[Scope]]] = {
     "admin": ("key-admin-0123", frozenset(Scope)),
@@ -365,24 +364,15 @@ def test_an_account_in_liquidation_is_reported_critical_and_warned(db_service: S
     ]
 
 
-def test_the_service_checkpoints_its_sqlite_store_itself(service: Service, tmp_path: Path) -> None:
+def test_the_service_checkpoints_its_sqlite_store_itself(service: Service) -> None:
     """Commits on the request path no longer checkpoint (a high ``wal_autocheckpoint``): the
     service's own thread copies the WAL into the database file within about a second."""
     path = Path(sa.make_url(service.settings.database_url).database)
     account_id = new_id("checkpointed")
     assert service.score([account(account_id)])["results"][0]["status"] == "ok"
 
-    def in_file_alone() -> bool:  # the database file without its WAL
-        copy = tmp_path / "copy.db"
-        copy.write_bytes(path.read_bytes())
-        query = "SELECT count(*) FROM account_state WHERE account_id = ?"
-        try:
-            with sqlite3.connect(copy) as conn:
-                return conn.execute(query, (account_id,)).fetchone()[0] == 1
-        except sqlite3.DatabaseError:  # copied while a checkpoint was writing it: look again
-            return False
-
-    assert wait_for(in_file_alone, timeout=10.0)
+    query = "SELECT count(*) FROM account_state WHERE account_id = ?"
+    assert wait_for(lambda: count_in_file_alone(path, query, account_id) == 1, timeout=10.0)
 
 
 def test_a_raised_warning_is_in_the_feed_when_the_score_returns(

@@ -3,7 +3,6 @@
 import json
 import math
 import random
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -43,7 +42,7 @@ from liqrisk.serve.store import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_support import HELPER, count_rows, run_threads
+from serve_support import HELPER, count_in_file_alone, count_rows, run_threads
 
 T = Thresholds(watch=0.2, warning=0.4, critical=0.7, hysteresis=0.2)
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -227,24 +226,15 @@ def test_a_checkpoint_moves_the_writes_into_the_database_file(tmp_path) -> None:
     sets it), the data sits in the WAL until :func:`checkpoint` copies it into the file."""
     path = tmp_path / "w.db"
     engine = create_engine_for(f"sqlite:///{path}", sqlite_autocheckpoint=100_000)
-
-    def accounts_in_file_alone() -> int:  # the database file without its WAL
-        copy = tmp_path / "copy.db"
-        copy.write_bytes(path.read_bytes())
-        with sqlite3.connect(copy) as conn:
-            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-            if "account_state" not in tables:
-                return 0
-            return conn.execute("SELECT count(*) FROM account_state").fetchone()[0]
-
+    query = "SELECT count(*) FROM account_state"
     try:
         create_schema(engine)
         for batch in range(80):  # a WAL of more than SQLite's default 1,000 pages
             record_scores(engine, [score(f"a{batch}-{i}", 0.05) for i in range(1_000)], T)
         assert (tmp_path / "w.db-wal").stat().st_size > 1_000 * 4096
-        assert accounts_in_file_alone() == 0
+        assert count_in_file_alone(path, query) == 0
         checkpoint(engine)
-        assert accounts_in_file_alone() == 80_000
+        assert count_in_file_alone(path, query) == 80_000
     finally:
         engine.dispose()
 
