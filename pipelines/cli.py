@@ -1,8 +1,12 @@
 """The ``liqrisk`` command: parses arguments, reads files, calls the library, writes results."""
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from liqrisk.features.errors import InputError
@@ -126,14 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # By import path: pipelines never import serve (docs/design.md).
             if args.workers < 1:
                 raise InputError(f"--workers must be >= 1, got {args.workers}")
-            uvicorn.run(
-                "liqrisk.serve.app:create_app",
-                factory=True,
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                access_log=args.access_log,
-            )
+            with _metrics_shared(args.workers):
+                uvicorn.run(
+                    "liqrisk.serve.app:create_app",
+                    factory=True,
+                    host=args.host,
+                    port=args.port,
+                    workers=args.workers,
+                    access_log=args.access_log,
+                )
             return 0
         if args.command == "data" and args.data_command == "check":
             from liqrisk.pipelines.data_check import data_check_command
@@ -145,6 +150,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liqrisk: error: {exc}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled command {args.command}")
+
+
+@contextlib.contextmanager
+def _metrics_shared(workers: int) -> Iterator[None]:
+    """With several workers, an empty folder of their own for prometheus_client's multiprocess
+    mode (``PROMETHEUS_MULTIPROC_DIR``; ``liqrisk.serve.metrics``), so ``/metrics`` sums them
+    whichever answers; removed at exit. A folder the caller set is used as it is."""
+    variable = "PROMETHEUS_MULTIPROC_DIR"
+    if workers == 1 or os.environ.get(variable):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="liqrisk-metrics-")
+    os.environ[variable] = folder
+    try:
+        yield
+    finally:
+        del os.environ[variable]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

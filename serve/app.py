@@ -46,6 +46,7 @@ Choices, stated once:
   "request_id": ...}``, never with a trace. Every response carries ``X-Request-ID``.
 """
 
+import functools
 import ipaddress
 import json
 import logging
@@ -53,6 +54,7 @@ import math
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,6 +79,7 @@ from starlette.types import Scope as ASGIScope
 from liqrisk.features.errors import InputError
 from liqrisk.serve import store
 from liqrisk.serve.batching import Batcher, Job, Overloaded
+from liqrisk.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from liqrisk.serve.runtime import NotReady, Runtime, Served
 from liqrisk.serve.schemas import (
     NOT_FOUND,
@@ -159,7 +162,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = Runtime(settings)
     runtime.open()
     app.state.runtime = runtime
-    batcher = Batcher(_score_batch, max_size=settings.max_accounts, max_queued=settings.max_queued)
+    metrics = app.state.metrics = ServiceMetrics(runtime)
+    batcher = Batcher(
+        functools.partial(_score_batch, metrics=metrics),
+        max_size=settings.max_accounts,
+        max_queued=settings.max_queued,
+    )
     app.state.batcher = batcher
     runtime.start()
     try:
@@ -388,6 +396,20 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse(jsonable_encoder(body), status_code=200 if body.ready else 503)
 
 
+@probes.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
+)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: work done (accounts scored, batch and store times, warnings raised)
+    and state (model version, each symbol's latest bar, the webhook backlog)."""
+    held: ServiceMetrics | None = getattr(request.app.state, "metrics", None)
+    if held is None:
+        raise HTTPException(status_code=503, detail="starting")
+    return Response(held.render(), media_type=CONTENT_TYPE)
+
+
 def _model_info(served: Served) -> ModelInfo:
     return ModelInfo(
         name=served.name,
@@ -463,6 +485,7 @@ async def score(
     try:
         results = await request.app.state.batcher.submit(job)
     except Overloaded as exc:
+        request.app.state.metrics.refused.inc()
         raise HTTPException(
             status_code=503,
             detail=f"overloaded: {exc}; nothing was scored, retry the request",
@@ -513,7 +536,7 @@ class _ScoreCall:
     what_if: dict[str, float] | None
 
 
-def _score_batch(jobs: Sequence[Job]) -> None:
+def _score_batch(jobs: Sequence[Job], *, metrics: ServiceMetrics) -> None:
     """Score the accounts of concurrent requests in one scorer call, store the warnings they
     raise in one transaction, then give each request its rows (:mod:`liqrisk.serve.batching`).
     A store failure fails every request of the batch: none of them is acknowledged."""
@@ -528,6 +551,7 @@ def _score_batch(jobs: Sequence[Job]) -> None:
     try:
         recorded = store.record_scores(first.engine, events, first.settings.thresholds)
     except sa.exc.SQLAlchemyError as exc:
+        metrics.store_errors.inc()
         raise _store_unavailable(exc) from exc
     timings = {
         "score": scored - started,
@@ -545,10 +569,30 @@ def _score_batch(jobs: Sequence[Job]) -> None:
         if row.get("status") in ("ok", "in_liquidation") and row.get("account_id") in levels:
             row["level"] = levels[row["account_id"]].label
             row["warning_id"] = raised_ids.get(row["account_id"])
+    _count_batch(metrics, jobs, results, raised)
     start = 0
     for job in jobs:
         job.resolve(results[start : start + job.size])
         start += job.size
+
+
+def _count_batch(
+    metrics: ServiceMetrics,
+    jobs: Sequence[Job],
+    results: list[dict[str, Any]],
+    raised: Sequence[store.AccountWarning],
+) -> None:
+    """The batch's work in the metrics (its jobs' timings are set)."""
+    timings = jobs[0].timings
+    metrics.batches.observe(timings["accounts"])
+    metrics.score_seconds.observe(timings["score"])
+    metrics.store_seconds.observe(timings["store"])
+    for job in jobs:
+        metrics.wait_seconds.observe(job.started_at - job.queued_at)
+    for status, n in Counter(row.get("status") for row in results).items():
+        metrics.accounts.labels(status=str(status)).inc(n)
+    for level, n in Counter(w.level.label for w in raised).items():
+        metrics.warnings.labels(level=level).inc(n)
 
 
 def _score_accounts(
@@ -620,11 +664,13 @@ def _scored_at(as_of: Any, times: dict[Any, datetime | None]) -> datetime | None
     tags=["market"],
 )
 def post_bars(
+    request: Request,
     body: BarsRequest,
     runtime: RuntimeDep,
     _key: Annotated[ApiKey, Depends(require(Scope.INGEST))],
 ) -> BarsResponse:
     """Append bars to the market state: all of them, or none (422 naming row, symbol, field)."""
+    metrics: ServiceMetrics = request.app.state.metrics
     frame = pd.DataFrame([b.model_dump() for b in body.bars])
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[us, UTC]")
     for column in ("open", "high", "low", "close", "volume"):
@@ -638,6 +684,7 @@ def post_bars(
             detail="bars log unavailable: nothing was appended, retry the request",
             headers={"Retry-After": "5"},
         ) from exc
+    metrics.bars.inc(appended)
     latest = frame.groupby("symbol")["ts"].max()
     return BarsResponse(
         appended=int(appended),

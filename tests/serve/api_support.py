@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from liqrisk.models.bundle import RiskModel, RiskModelPyfunc, requirements
 from liqrisk.models.shortfall import exposure, fit_severity
@@ -192,17 +193,19 @@ class ServeProcess:
     ``log``. Starts at once; :meth:`wait_ready` waits for ``/readyz``. Use it as a context manager:
     leaving stops it with SIGTERM, as a process manager would."""
 
-    def __init__(self, settings: dict[str, str], *, cwd: Path, log: Path) -> None:
+    def __init__(
+        self, settings: dict[str, str], *, cwd: Path, log: Path, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", ENV_PREFIX))}
-        env |= {f"{ENV_PREFIX}{name}": value for name, value in settings.items()}
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", ENV_PREFIX))}
+        environ |= {f"{ENV_PREFIX}{name}": value for name, value in settings.items()} | (env or {})
         liqrisk = Path(sys.executable).parent / "liqrisk"
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [str(liqrisk), "serve", "--port", str(self.port)],
-                env=env,
+                [str(liqrisk), "serve", "--port", str(self.port), "--workers", str(workers)],
+                env=environ,
                 cwd=cwd,  # no stray .env is read
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -238,3 +241,14 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def scrape(client: Any) -> dict[str, dict[tuple, float]]:
+    """``GET /metrics`` as {sample name: {sorted label pairs: value}}."""
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples

@@ -7,10 +7,12 @@ The module's app is shared by its tests, so each test uses its own account ids a
 feed from a cursor taken at its start.
 """
 
+import functools
 import json
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,9 +43,11 @@ from api_support import (
     MODEL_NAME,
     ServeProcess,
     account,
+    free_port,
     in_liquidation,
     new_id,
     register,
+    scrape,
     wait_ready,
 )
 from serve_support import Receiver, count_in_file_alone, run_threads, wait_for
@@ -455,7 +459,9 @@ def test_an_overloaded_service_refuses_with_503_at_once_and_stores_nothing_for_i
         return scoring(*args, **kwargs)
 
     monkeypatch.setattr(scorer, "score", slow)
-    batcher = Batcher(app_module._score_batch, max_size=100, max_queued=1)
+    metrics = service.app.state.metrics
+    refused_before = metrics.registry.get_sample_value("liqrisk_score_refused_total")
+    batcher = Batcher(functools.partial(app_module._score_batch, metrics=metrics), max_size=100, max_queued=1)
     usual, service.app.state.batcher = service.app.state.batcher, batcher  # (State: no monkeypatch)
     request.addfinalizer(lambda: setattr(service.app.state, "batcher", usual))
     request.addfinalizer(batcher.close)
@@ -472,7 +478,7 @@ def test_an_overloaded_service_refuses_with_503_at_once_and_stores_nothing_for_i
     refused = [a for a in answers if a.status_code == 503]
     served = [a for a in answers if a.status_code == 200]
     assert refused and served and len(refused) + len(served) == len(requests)
-    assert len(refused) == batcher.refused
+    assert len(refused) == batcher.refused == metrics.registry.get_sample_value("liqrisk_score_refused_total") - refused_before
     for answer in refused:
         assert answer.headers["Retry-After"] == "1" and "overloaded" in answer.json()["detail"]
     kept = {a.json()["results"][0]["account_id"] for a in served}
@@ -950,3 +956,56 @@ def test_liqrisk_serve_answers_on_loopback_with_settings_from_the_environment(
             assert [w["account_id"] for w in feed["items"]] == ["cli"]
         log = served.stop()
     assert "Application shutdown complete" in log, log[-2000:]  # uvicorn re-raises SIGTERM after it
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_count_the_work_and_report_the_state(
+    model_store: str, market_dir: Path, tmp_path: Path
+) -> None:
+    with running(settings_for(model_store, market_dir, tmp_path)) as svc:
+        fresh = scrape(svc.client)
+        assert fresh["liqrisk_ready"] == {(): 1.0}
+        assert "liqrisk_accounts_scored_total" not in fresh  # no label seen yet
+        # a webhook nobody answers: each warning's delivery waits in the backlog
+        hook = svc.client.post("/v1/webhooks", json={"url": f"http://127.0.0.1:{free_port()}/h"}, headers=key())
+        assert hook.status_code == 201, hook.text
+        accounts = [
+            account(new_id("calm"), qty=0.2),
+            account(new_id("risky"), collateral=1_500.0, qty=1.0),
+            in_liquidation(new_id("gone")),
+            {"account_id": new_id("bad"), "positions": []},
+        ]
+        results = svc.score(accounts)["results"]
+        after = scrape(svc.client)
+
+        statuses = Counter(r["status"] for r in results)
+        assert after["liqrisk_accounts_scored_total"] == {(("status", s),): float(n) for s, n in statuses.items()}
+        raised = Counter(r["level"] for r in results if r["warning_id"] is not None)
+        assert raised  # the account in liquidation raises one at least
+        assert after["liqrisk_warnings_raised_total"] == {(("level", lv),): float(n) for lv, n in raised.items()}
+        assert after["liqrisk_score_batch_accounts_count"] == {(): 1.0}
+        assert after["liqrisk_score_batch_accounts_sum"] == {(): float(len(accounts))}
+        for timed in ("liqrisk_score_batch_seconds", "liqrisk_store_batch_seconds", "liqrisk_score_wait_seconds"):
+            assert after[f"{timed}_count"] == {(): 1.0} and after[f"{timed}_sum"][()] >= 0.0
+        backlog = after["liqrisk_webhook_deliveries_backlog"]
+        assert sum(backlog.values()) == sum(raised.values())  # delivered never, failed not yet
+        assert after["liqrisk_webhook_earliest_due_timestamp_seconds"][()] > 0
+        assert after["liqrisk_store_up"] == {(): 1.0}
+
+        ready = svc.client.get("/readyz").json()
+        version = ready["model"]["version"]
+        assert after["liqrisk_model_info"] == {(("name", MODEL_NAME), ("version", version)): 1.0}
+        assert after["liqrisk_market_latest_bar_timestamp_seconds"] == {
+            (("symbol", s),): MARKET_END.timestamp() for s in ("BTCUSDT", "ETHUSDT")
+        }
+        assert after["liqrisk_bars_logged"] == {(): 0.0}
+
+        posted = svc.client.post("/v1/bars", json={"bars": [bar("ETHUSDT", MARKET_END, 2_000.0)]}, headers=key())
+        assert posted.status_code == 200, posted.text
+        moved = scrape(svc.client)
+        assert moved["liqrisk_bars_appended_total"] == {(): 1.0}
+        assert moved["liqrisk_bars_logged"] == {(): 1.0}
+        eth = moved["liqrisk_market_latest_bar_timestamp_seconds"][(("symbol", "ETHUSDT"),)]
+        assert eth == (MARKET_END + pd.Timedelta("1h")).timestamp()

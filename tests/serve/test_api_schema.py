@@ -39,6 +39,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 OPERATIONS = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("POST", "/v1/score"),
     ("POST", "/v1/bars"),
     ("GET", "/v1/warnings"),
@@ -50,7 +51,13 @@ OPERATIONS = [
     ("GET", "/v1/deliveries"),
     ("POST", "/v1/admin/reload"),
 ]
-WITHOUT_INPUT = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/webhooks"), ("POST", "/v1/admin/reload")}
+WITHOUT_INPUT = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/webhooks"),
+    ("POST", "/v1/admin/reload"),
+}
 
 
 @pytest.fixture(scope="module")

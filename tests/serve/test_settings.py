@@ -1,7 +1,9 @@
 """Service settings from the environment and .env, API key hashing and checking, `liqrisk serve`."""
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -106,8 +108,16 @@ def test_the_key_tool_prints_a_key_and_its_settings_entry(capsys: pytest.Capture
 def test_liqrisk_serve_runs_the_app_factory_under_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    calls, folders = [], []
+
+    def run(*args: Any, **kwargs: Any) -> None:
+        calls.append((args, kwargs))
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        folders.append(folder)
+        assert folder is None or (Path(folder).is_dir() and not any(Path(folder).iterdir()))
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(uvicorn, "run", run)
     assert liqrisk(["serve", "--port", "8123"]) == 0
     assert liqrisk(["serve", "--port", "8124", "--workers", "2", "--no-access-log"]) == 0
     assert calls == [
@@ -117,4 +127,7 @@ def test_liqrisk_serve_runs_the_app_factory_under_uvicorn(monkeypatch: pytest.Mo
         )
         for port, n, logged in ((8123, 1, True), (8124, 2, False))
     ]
+    # the workers share an empty metrics folder of their own, gone with the service
+    assert folders[0] is None and folders[1] is not None and not Path(folders[1]).exists()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     assert liqrisk(["serve", "--workers", "0"]) == 2 and len(calls) == 2

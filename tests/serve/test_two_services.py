@@ -12,6 +12,7 @@ SQLite file shared by both processes (``db_url``).
 
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from liqrisk.serve.settings import Scope, hash_key
 from liqrisk.serve.store import create_engine_for, deliveries_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_support import AS_OF, BTC, MARKET_END, ServeProcess, in_liquidation
+from api_support import AS_OF, BTC, MARKET_END, ServeProcess, in_liquidation, scrape
 from serve_support import Receiver, run_threads, wait_for
 
 KEY = "key-replicas-0123"
@@ -200,3 +201,41 @@ def test_two_service_processes_share_the_feed_deliver_each_webhook_once_and_serv
     assert all(d["attempts"] == 1 for d in deliveries)
     assert senders == {str(a.process.pid), str(b.process.pid)}, "one sender did all the work"
 
+
+
+@pytest.mark.slow
+def test_the_metrics_of_several_workers_are_summed_whichever_answers(
+    model_store: str, market_dir: Path, tmp_path: Path
+) -> None:
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    folder = tmp_path / "metrics"  # given, so the test can read each worker's own figures
+    folder.mkdir()
+    settings = replica_settings(model_store, market_dir, f"sqlite:///{tmp_path / 'w.db'}")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    with ServeProcess(settings, cwd=tmp_path, log=tmp_path / "w.log", workers=2, env=env) as served:
+        served.wait_ready()
+
+        def scored_by_worker() -> list[float]:
+            figures = []
+            for file in folder.glob("counter_*.db"):
+                samples = [s for m in MultiProcessCollector.merge([str(file)]) for s in m.samples]
+                figures.append(sum(s.value for s in samples if s.name == "liqrisk_accounts_scored_total"))
+            return figures
+
+        sent, deadline = 0, time.monotonic() + 120
+        while sum(n > 0 for n in scored_by_worker()) < 2:  # until both workers have scored
+            assert sent < 200 and time.monotonic() < deadline, f"a worker scored nothing: {scored_by_worker()}"
+            body = {"accounts": [in_liquidation(f"w-{sent}")], "as_of": AS_OF}
+            answer = httpx.post(f"{served.url}/v1/score", json=body, headers=HEADERS, trust_env=False, timeout=30)
+            if answer.status_code == 503 and "not ready" in answer.text:  # the other still loads
+                time.sleep(0.2)
+                continue
+            assert answer.status_code == 200, answer.text
+            sent += 1
+        assert sum(scored_by_worker()) == sent
+        for _ in range(8):  # each on a new connection, to either worker
+            with httpx.Client(base_url=served.url, trust_env=False, timeout=30) as http:
+                samples = scrape(http)
+            assert samples["liqrisk_accounts_scored_total"] == {(("status", "in_liquidation"),): float(sent)}
+            assert samples["liqrisk_score_batch_accounts_count"] == {(): float(sent)}
