@@ -962,9 +962,9 @@ def test_liqrisk_serve_answers_on_loopback_with_settings_from_the_environment(
 
 
 def test_metrics_count_the_work_and_report_the_state(
-    model_store: str, market_dir: Path, tmp_path: Path
+    model_store: str, market_dir: Path, tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with running(settings_for(model_store, market_dir, tmp_path)) as svc:
+    with running(settings_for(model_store, market_dir, tmp_path, database_url=db_url)) as svc:
         fresh = scrape(svc.client)
         assert fresh["liqrisk_ready"] == {(): 1.0}
         assert "liqrisk_accounts_scored_total" not in fresh  # no label seen yet
@@ -1009,3 +1009,14 @@ def test_metrics_count_the_work_and_report_the_state(
         assert moved["liqrisk_bars_logged"] == {(): 1.0}
         eth = moved["liqrisk_market_latest_bar_timestamp_seconds"][(("symbol", "ETHUSDT"),)]
         assert eth == (MARKET_END + pd.Timedelta("1h")).timestamp()
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("database is down"))
+
+        monkeypatch.setattr(store, "record_scores", broken)
+        failed = svc.client.post("/v1/score", json={"accounts": [account(new_id("late"))]}, headers=key())
+        assert failed.status_code == 503
+        monkeypatch.setattr(svc.app.state.runtime.engine, "connect", broken)
+        down = scrape(svc.client)  # the scrape still answers: the state it can read, and why not the rest
+        assert down["liqrisk_store_errors_total"] == {(): 1.0} and down["liqrisk_store_up"] == {(): 0.0}
+        assert "liqrisk_webhook_deliveries_backlog" not in down and down["liqrisk_ready"] == {(): 1.0}
