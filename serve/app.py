@@ -4,12 +4,15 @@ Routes (scopes in brackets; see :mod:`liqrisk.serve.security`):
 
 - ``GET /healthz``: the process is up. ``GET /readyz``: 200 once the model and the market
   data are loaded, else 503 with the reasons; names the model version and the latest bar.
+  ``GET /metrics``: Prometheus metrics (:mod:`liqrisk.serve.metrics`).
 - ``POST /v1/score`` [score]: accounts in, per account the probabilities per horizon, the
   rule baseline, the top reasons, the model version and the warning level.
 - ``POST /v1/bars`` [ingest]: append bars to the market state, all or none; logged in the
   database first, so every process of the service (within ``bars_poll_seconds``) and a
   restart score them.
 - ``GET /v1/warnings?after=&limit=`` [warnings:read]: the warnings feed, oldest first.
+  ``GET /v1/accounts/{account_id}`` [warnings:read]: the level an account holds, the score
+  that set it and its latest warning.
 - ``POST/GET /v1/webhooks``, ``GET/DELETE /v1/webhooks/{id}``,
   ``GET /v1/webhooks/{id}/deliveries``, ``GET /v1/deliveries?warning_id=`` [webhooks:admin].
 - ``POST /v1/admin/reload`` [admin]: check the alias now instead of at the next poll.
@@ -66,7 +69,7 @@ from urllib.parse import urlsplit
 import orjson
 import pandas as pd
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -85,6 +88,7 @@ from liqrisk.serve.schemas import (
     NOT_FOUND,
     NOT_READY,
     PAGE_LIMIT,
+    AccountStateOut,
     BarsRequest,
     BarsResponse,
     DeliveryOut,
@@ -722,6 +726,34 @@ def get_warnings(
         items=[WarningOut.model_validate(warning_data(w)) for w in page.items],
         next_cursor=page.next_cursor,
         has_more=page.has_more,
+    )
+
+
+@api.get(
+    "/accounts/{account_id:path}",
+    response_model=AccountStateOut,
+    responses=responses(NOT_FOUND, NOT_READY),
+    tags=["warnings"],
+)
+def get_account(
+    account_id: Annotated[str, Path(min_length=1, max_length=MAX_ACCOUNT_ID)],
+    runtime: RuntimeDep,
+    _key: Annotated[ApiKey, Depends(require(Scope.WARNINGS_READ))],
+) -> AccountStateOut:
+    """The level an account holds now, the score that set it and its latest warning (what a
+    risk officer or a reconnecting platform asks of one account, without scoring it again)."""
+    try:
+        state = store.account_state_of(runtime.require_engine(), account_id)
+    except sa.exc.SQLAlchemyError as exc:
+        raise _store_unavailable(exc) from exc
+    if state is None:
+        raise HTTPException(status_code=404, detail=f"account {account_id!r} was never scored")
+    return AccountStateOut(
+        account_id=state.account_id,
+        level=state.level.label,
+        probability=state.probability,
+        scored_at=state.scored_at,
+        last_warning=None if state.last_warning is None else WarningOut.model_validate(warning_data(state.last_warning)),
     )
 
 

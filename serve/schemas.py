@@ -331,6 +331,18 @@ class WarningOut(BaseModel):
     created_at: datetime
 
 
+class AccountStateOut(BaseModel):
+    """An account as the warnings store holds it: its level now and the score that set it."""
+
+    account_id: str
+    level: Literal["none", "watch", "warning", "critical"]
+    probability: float = Field(
+        description="P(negative) at the level horizon of the last score applied (the level's input)."
+    )
+    scored_at: datetime = Field(description="The as_of of that score.")
+    last_warning: WarningOut | None = Field(description="Its latest warning; null if none.")
+
+
 class WarningsPage(BaseModel):
     """A page of the feed; pass ``next_cursor`` as ``after`` to read on (same when empty)."""
 

@@ -1014,13 +1014,42 @@ def get_warning(engine: Engine, warning_id: int) -> AccountWarning | None:
     return None if row is None else _warning_from(row._mapping)
 
 
+@dataclass(frozen=True)
+class AccountState:
+    """What the store holds of one account: the level it holds now, the probability and time of
+    the last score applied to it (a score older than that is not applied), and its latest
+    warning (None if it never raised one)."""
+
+    account_id: str
+    level: Level
+    probability: float
+    scored_at: datetime
+    last_warning: AccountWarning | None
+
+
+def account_state_of(engine: Engine, account_id: str) -> AccountState | None:
+    """The account's :class:`AccountState`, or None if it was never scored; one read
+    transaction, so the level and the latest warning agree."""
+    w = warnings_table
+    latest = sa.select(w).where(w.c.account_id == account_id).order_by(w.c.id.desc()).limit(1)
+    with engine.connect() as conn:
+        state = conn.execute(sa.select(account_state).where(account_state.c.account_id == account_id)).first()
+        if state is None:
+            return None
+        warning = conn.execute(latest).first()
+    return AccountState(
+        account_id,
+        Level(state.level),
+        state.probability,
+        state.updated_at,
+        None if warning is None else _warning_from(warning._mapping),
+    )
+
+
 def account_level(engine: Engine, account_id: str) -> Level:
     """Level the account holds now (``Level.NONE`` if never scored)."""
-    with engine.connect() as conn:
-        level = conn.execute(
-            sa.select(account_state.c.level).where(account_state.c.account_id == account_id)
-        ).scalar()
-    return Level.NONE if level is None else Level(level)
+    state = account_state_of(engine, account_id)
+    return Level.NONE if state is None else state.level
 
 
 # --- webhooks ----------------------------------------------------------------------------

@@ -1020,3 +1020,27 @@ def test_metrics_count_the_work_and_report_the_state(
         down = scrape(svc.client)  # the scrape still answers: the state it can read, and why not the rest
         assert down["liqrisk_store_errors_total"] == {(): 1.0} and down["liqrisk_store_up"] == {(): 0.0}
         assert "liqrisk_webhook_deliveries_backlog" not in down and down["liqrisk_ready"] == {(): 1.0}
+
+
+def test_an_account_is_looked_up_with_its_level_score_and_latest_warning(db_service: Service) -> None:
+    calm_id, gone_id = new_id("look-calm"), new_id("desk/look-gone")  # an id may hold a slash
+    rows = {r["account_id"]: r for r in db_service.score([account(calm_id, qty=0.2), in_liquidation(gone_id)])["results"]}
+
+    gone = db_service.client.get(f"/v1/accounts/{gone_id}", headers=key("reader"))
+    assert gone.status_code == 200, gone.text
+    state = gone.json()
+    assert state["account_id"] == gone_id and state["level"] == rows[gone_id]["level"] == "critical"
+    assert state["last_warning"]["id"] == rows[gone_id]["warning_id"]
+    assert state["last_warning"]["level"] == "critical" and state["last_warning"]["account_id"] == gone_id
+    assert pd.Timestamp(state["scored_at"]) == MARKET_END
+
+    calm = db_service.client.get(f"/v1/accounts/{calm_id}", headers=key("reader")).json()
+    assert calm["level"] == rows[calm_id]["level"] and calm["last_warning"] is None
+    assert calm["probability"] == rows[calm_id]["horizons"]["24h"]["p_negative"]
+
+    never = db_service.client.get(f"/v1/accounts/{new_id('never')}", headers=key("reader"))
+    assert never.status_code == 404 and "never scored" in never.json()["detail"]
+    assert db_service.client.get(f"/v1/accounts/{gone_id}").status_code == 401
+    assert db_service.client.get(f"/v1/accounts/{gone_id}", headers=key("scorer")).status_code == 403
+    long = db_service.client.get(f"/v1/accounts/{'x' * 201}", headers=key("reader"))
+    assert long.status_code == 422 and long.json()["errors"][0]["field"] == "path.account_id"

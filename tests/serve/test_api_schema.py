@@ -43,6 +43,7 @@ OPERATIONS = [
     ("POST", "/v1/score"),
     ("POST", "/v1/bars"),
     ("GET", "/v1/warnings"),
+    ("GET", "/v1/accounts/{account_id}"),
     ("POST", "/v1/webhooks"),
     ("GET", "/v1/webhooks"),
     ("GET", "/v1/webhooks/{webhook_id}"),
