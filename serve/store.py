@@ -1028,21 +1028,32 @@ class AccountState:
 
 
 def account_state_of(engine: Engine, account_id: str) -> AccountState | None:
-    """The account's :class:`AccountState`, or None if it was never scored; one read
-    transaction, so the level and the latest warning agree."""
-    w = warnings_table
-    latest = sa.select(w).where(w.c.account_id == account_id).order_by(w.c.id.desc()).limit(1)
+    """The account's :class:`AccountState`, or None if it was never scored. One statement, so
+    the level and the latest warning agree on both databases (PostgreSQL's read committed gives
+    each statement of a transaction its own snapshot)."""
+    s, w = account_state, warnings_table
+    latest = sa.select(sa.func.max(w.c.id)).where(w.c.account_id == account_id).scalar_subquery()
+    query = (
+        sa.select(
+            s.c.level.label("state_level"),
+            s.c.probability.label("state_probability"),
+            s.c.updated_at.label("state_scored_at"),
+            w,
+        )
+        .select_from(s.outerjoin(w, w.c.id == latest))
+        .where(s.c.account_id == account_id)
+    )
     with engine.connect() as conn:
-        state = conn.execute(sa.select(account_state).where(account_state.c.account_id == account_id)).first()
-        if state is None:
-            return None
-        warning = conn.execute(latest).first()
+        row = conn.execute(query).first()
+    if row is None:
+        return None
+    m = row._mapping
     return AccountState(
         account_id,
-        Level(state.level),
-        state.probability,
-        state.updated_at,
-        None if warning is None else _warning_from(warning._mapping),
+        Level(m["state_level"]),
+        m["state_probability"],
+        m["state_scored_at"],
+        None if m[w.c.id] is None else _warning_from({c.name: m[c] for c in w.c}),
     )
 
 
