@@ -12,9 +12,10 @@ Two kinds, stated once:
   read from the database, so every process reports the same.
 
 A stale market is the failure these catch that nothing else does: scores go on being served
-on old bars. ``time() - liqrisk_market_latest_bar_timestamp_seconds`` past a symbol's bar
-length plus the feed's delay is the alert; a webhook backlog whose earliest due time falls
-behind ``time()`` is the other (the sender is stuck or the receiver down).
+on old bars. ``time() - liqrisk_market_latest_bar_timestamp_seconds`` past a few of the
+symbol's ``liqrisk_market_bar_seconds`` is the alert; a webhook backlog whose earliest due time
+falls behind ``time()`` is the other (the sender is stuck or the receiver down). Rules for
+these and the rest: ``docs/prometheus-alerts.yml``.
 
 **Several processes** (``liqrisk serve --workers N``): the CLI gives the workers one
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, chosen when the library is
@@ -133,11 +134,17 @@ def _market(market: Any) -> Iterator[Metric]:
         "Completion (open + bar length) of each symbol's latest bar.",
         labels=["symbol"],
     )
+    length = GaugeMetricFamily(
+        "liqrisk_market_bar_seconds", "Each symbol's bar length (what staleness is measured in).", labels=["symbol"]
+    )
     for symbol in view.symbols():
-        at = view.latest_of(symbol)
+        at, bar = view.latest_of(symbol), view.bar_lengths.get(symbol)
         if at is not None:
             latest.add_metric([symbol], at.timestamp())
+        if bar is not None:
+            length.add_metric([symbol], bar.total_seconds())
     yield latest
+    yield length
     logged = GaugeMetricFamily(
         "liqrisk_bars_logged", "How far this process has applied the service's bars log."
     )

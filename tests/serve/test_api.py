@@ -9,6 +9,7 @@ feed from a cursor taken at its start.
 
 import functools
 import json
+import re
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
@@ -961,6 +963,14 @@ def test_liqrisk_serve_answers_on_loopback_with_settings_from_the_environment(
 # --- metrics --------------------------------------------------------------------------------
 
 
+def alert_series() -> set[str]:
+    """The ``liqrisk_*`` series the shipped alerting rules read (``docs/prometheus-alerts.yml``)."""
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "prometheus-alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert len(exprs) >= 5
+    return {name for expr in exprs for name in re.findall(r"\bliqrisk_\w+", expr)}
+
+
 def test_metrics_count_the_work_and_report_the_state(
     model_store: str, market_dir: Path, tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1005,6 +1015,8 @@ def test_metrics_count_the_work_and_report_the_state(
         posted = svc.client.post("/v1/bars", json={"bars": [bar("ETHUSDT", MARKET_END, 2_000.0)]}, headers=key())
         assert posted.status_code == 200, posted.text
         moved = scrape(svc.client)
+        assert moved["liqrisk_market_bar_seconds"] == {(("symbol", s),): 3600.0 for s in ("BTCUSDT", "ETHUSDT")}
+        assert alert_series() <= set(moved)  # every series the shipped alerts read is exported
         assert moved["liqrisk_bars_appended_total"] == {(): 1.0}
         assert moved["liqrisk_bars_logged"] == {(): 1.0}
         eth = moved["liqrisk_market_latest_bar_timestamp_seconds"][(("symbol", "ETHUSDT"),)]
