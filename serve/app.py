@@ -405,7 +405,7 @@ def readyz(request: Request) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
 )
-def metrics(request: Request) -> Response:
+def get_metrics(request: Request) -> Response:
     """Prometheus metrics: work done (accounts scored, batch and store times, warnings raised)
     and state (model version, each symbol's latest bar, the webhook backlog)."""
     held: ServiceMetrics | None = getattr(request.app.state, "metrics", None)
@@ -573,11 +573,11 @@ def _score_batch(jobs: Sequence[Job], *, metrics: ServiceMetrics) -> None:
         if row.get("status") in ("ok", "in_liquidation") and row.get("account_id") in levels:
             row["level"] = levels[row["account_id"]].label
             row["warning_id"] = raised_ids.get(row["account_id"])
-    _count_batch(metrics, jobs, results, raised)
     start = 0
     for job in jobs:
         job.resolve(results[start : start + job.size])
         start += job.size
+    _count_batch(metrics, jobs, results, raised)  # after: counting never fails a request
 
 
 def _count_batch(
