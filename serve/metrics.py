@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from liqrisk.serve.store import DeliveryStatus, deliveries_table
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ACCOUNTS = (1, 2, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000)
