@@ -156,13 +156,15 @@ def _backlog(engine: sa.Engine) -> Iterator[Metric]:
     """Deliveries not settled, by state, and the earliest due time among them (both from the
     index the sender claims by)."""
     d = deliveries_table
-    backlog = sa.select(d.c.status, sa.func.count()).where(d.c.status.in_(_BACKLOG)).group_by(d.c.status)
-    earliest = sa.select(sa.func.min(d.c.next_attempt_at)).where(d.c.status.in_(_BACKLOG))
+    backlog = (
+        sa.select(d.c.status, sa.func.count(), sa.func.min(d.c.next_attempt_at))
+        .where(d.c.status.in_(_BACKLOG))
+        .group_by(d.c.status)
+    )
     up = GaugeMetricFamily("liqrisk_store_up", "1 if the database answered this scrape.")
     try:
         with engine.connect() as conn:
-            counts = dict(conn.execute(backlog).all())
-            due = conn.execute(earliest).scalar()
+            rows = conn.execute(backlog).all()
     except sa.exc.SQLAlchemyError:
         up.add_metric([], 0.0)
         yield up
@@ -172,10 +174,12 @@ def _backlog(engine: sa.Engine) -> Iterator[Metric]:
     family = GaugeMetricFamily(
         "liqrisk_webhook_deliveries_backlog", "Webhook deliveries not yet settled, by state.", labels=["state"]
     )
+    counts = {status: n for status, n, _ in rows}
     for state in _BACKLOG:
         family.add_metric([state.value], float(counts.get(state.value, 0)))
     yield family
-    if due is not None:
+    if rows:
+        due = min(first for _, _, first in rows)
         oldest = GaugeMetricFamily(
             "liqrisk_webhook_earliest_due_timestamp_seconds",
             "When the earliest unsettled delivery was due (far behind time(): the sender is stuck "

@@ -202,7 +202,6 @@ def test_two_service_processes_share_the_feed_deliver_each_webhook_once_and_serv
     assert senders == {str(a.process.pid), str(b.process.pid)}, "one sender did all the work"
 
 
-
 @pytest.mark.slow
 def test_the_metrics_of_several_workers_are_summed_whichever_answers(
     model_store: str, market_dir: Path, tmp_path: Path
